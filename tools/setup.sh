@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One-command set-up for development and tests: Debian packages, the pinned
+# virtual environment, the collection link Ansible loads hvops.kvm from, and
+# ansible-test's offline pip bootstrap. A second run only checks and exits.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+debs=(qemu-system-x86 qemu-utils socat iproute2 nasm openssh-server openssh-client python3-venv)
+missing=()
+for pkg in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: need root to install ${missing[*]} (or install them yourself)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The virtual environment, rebuilt only when the pinned requirements change.
+python=${PYTHON:-python3}
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: creating .venv from requirements-dev.txt"
+    "$python" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -r requirements-dev.txt
+    echo "$want" > "$stamp"
+fi
+
+# hvops.kvm as Ansible sees it: a link to this checkout, never a copy.
+mkdir -p build/collections/ansible_collections/hvops
+link=build/collections/ansible_collections/hvops/kvm
+if [ "$(readlink "$link" 2>/dev/null)" != "$top" ]; then
+    rm -rf "$link"
+    ln -s "$top" "$link"
+fi
+
+# ansible-test downloads get-pip from a host these machines cannot reach; its
+# cache gets a stand-in that bootstraps pip from the interpreter's ensurepip.
+.venv/bin/python tools/get_pip_standin.py --install
