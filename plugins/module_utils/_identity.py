@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Is this instance's QEMU alive, and which process is it?
+
+A pid alone proves nothing: after a crash the pidfile stays behind and its pid
+may belong to anyone by now. QEMU holds a POSIX lock on its ``-pidfile`` for
+its whole life, so the lock holder (asked with F_GETLK, which takes no lock)
+is the live QEMU, and its ``/proc/PID/cmdline`` must name our pidfile and our
+instance before we believe it, let alone signal it.
+"""
+
+import fcntl
+import os
+import signal
+import struct
+
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import ProcessError
+
+# struct flock on 64-bit Linux: short l_type, short l_whence, off_t l_start,
+# off_t l_len, pid_t l_pid (and padding).
+FLOCK_FORMAT = 'hhqqi4x'
+
+
+def lock_holder(pidfile):
+    """The pid holding a POSIX lock on pidfile, or None (no file or no lock)."""
+    try:
+        fd = os.open(pidfile, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        query = struct.pack(FLOCK_FORMAT, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    finally:
+        os.close(fd)
+    l_type, _whence, _start, _len, l_pid = struct.unpack(FLOCK_FORMAT, answer)
+    if l_type == fcntl.F_UNLCK or l_pid <= 0:
+        return None
+    return l_pid
+
+
+def read_pidfile(pidfile):
+    try:
+        with open(pidfile) as handle:
+            text = handle.read().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def read_cmdline(pid):
+    """argv of a process as a list, or None when it is gone."""
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            raw = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return [part.decode('utf-8', 'replace') for part in raw.split(b'\0')[:-1]]
+
+
+def option_value(argv, option):
+    """The value after ``option`` in argv, or None."""
+    for index, word in enumerate(argv[:-1]):
+        if word == option:
+            return argv[index + 1]
+    return None
+
+
+def cmdline_matches(argv, name, pidfile):
+    """Whether argv is a QEMU started for this instance with this pidfile."""
+    if not argv:
+        return False
+    program = os.path.basename(argv[0])
+    if not (program.startswith('qemu-system-') or program in ('kvm', 'qemu-kvm')):
+        return False
+    return option_value(argv, '-pidfile') == pidfile and \
+        (option_value(argv, '-name') or '').split(',')[0] == name
+
+
+def find_pid(paths, name):
+    """The pid of this instance's live QEMU, or None when it does not run.
+
+    A process that holds the lock but does not look like ours raises
+    ProcessError: something is badly wrong and nothing should be touched.
+    """
+    pid = lock_holder(paths.pidfile)
+    if pid is None:
+        return None
+    argv = read_cmdline(pid)
+    if argv is None:
+        # Exited between the two looks.
+        return None
+    if not cmdline_matches(argv, name, paths.pidfile):
+        raise ProcessError('pid %d holds the lock on %s but is not this instance\'s QEMU (%s);'
+                           ' refusing to touch it' % (pid, paths.pidfile, ' '.join(argv[:3])),
+                           instance=name)
+    return pid
+
+
+def process_state(pid):
+    """The one-letter state from /proc/PID/stat (R, S, T, Z, ...), or None."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            stat = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(')', 1)[1].split()[0]
+
+
+def start_time(pid):
+    """Seconds since boot at which pid started, or None."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            fields = handle.read().rsplit(')', 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(fields[19]) / float(os.sysconf('SC_CLK_TCK'))
+
+
+def signal_instance(paths, name, pid, signum=signal.SIGKILL):
+    """Send a signal to pid only if it still is this instance's QEMU.
+
+    Where the platform has pidfds the process is pinned before the identity
+    check, so the pid cannot be reused between the check and the signal.
+    """
+    pidfd = None
+    if hasattr(os, 'pidfd_open'):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+    try:
+        if find_pid(paths, name) != pid:
+            return False
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    return True

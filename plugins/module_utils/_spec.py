@@ -1,0 +1,211 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""An instance's spec: normalised from user input and checked before anything
+is written or started.
+
+The spec is a plain JSON-able dict. ``normalize_spec`` fills defaults and
+refuses bad values; ``check_host_files`` refuses paths that do not exist on
+this host. Neither touches anything.
+"""
+
+import hashlib
+import ipaddress
+import os
+import re
+import uuid
+
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import validate_name
+
+DISK_FORMATS = ('raw', 'qcow2')
+DISK_INTERFACES = ('virtio', 'ide', 'scsi')
+DISK_CACHE_MODES = ('none', 'writeback', 'writethrough', 'directsync', 'unsafe')
+NIC_TYPES = ('bridge', 'user')
+NIC_MODELS = ('virtio', 'e1000', 'rtl8139')
+ACCELERATORS = ('auto', 'kvm', 'tcg')
+MAC_PATTERN = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
+IFNAME_PATTERN = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
+# Locally administered prefix QEMU itself uses for generated MACs.
+MAC_PREFIX = '52:54:00'
+
+# Spec keys with their defaults; None means "not set".
+SPEC_DEFAULTS = {
+    'memory': 512,
+    'vcpus': 1,
+    'machine': None,
+    'cpu_model': None,
+    'uuid': None,
+    'accel': 'auto',
+    'acpi': True,
+    'disks': [],
+    'kernel': None,
+    'initrd': None,
+    'root': None,
+    'kernel_args': None,
+    'serial_console': True,
+    'vnc_bind_address': None,
+    'vnc_display': 0,
+    'vnc_tablet': True,
+    'nics': [],
+    'extra_args': [],
+    'qemu_binary': None,
+}
+DISK_DEFAULTS = {'format': 'raw', 'interface': 'virtio', 'readonly': False, 'cache': None}
+NIC_DEFAULTS = {'type': 'user', 'bridge': None, 'mac': None, 'model': 'virtio'}
+
+
+def _choice(value, choices, what, name):
+    if value not in choices:
+        raise ValidationError('unknown %s %r (choose from %s)' % (what, value, ', '.join(choices)),
+                              instance=name)
+    return value
+
+
+def _positive(value, what, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValidationError('%s must be a positive whole number, got %r' % (what, value), instance=name)
+    return value
+
+
+def _absolute(path, what, name):
+    if path is None:
+        return None
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ValidationError('%s must be an absolute path, got %r' % (what, path), instance=name)
+    return os.path.normpath(path)
+
+
+def generated_mac(name, index):
+    """A stable MAC for NIC ``index`` of instance ``name``: reruns keep it."""
+    digest = hashlib.sha256(('%s/%d' % (name, index)).encode('utf-8')).hexdigest()
+    return '%s:%s:%s:%s' % (MAC_PREFIX, digest[0:2], digest[2:4], digest[4:6])
+
+
+def normalize_mac(mac, name):
+    text = mac.strip().lower().replace('-', ':')
+    if not MAC_PATTERN.match(text):
+        raise ValidationError('invalid MAC address %r' % mac, instance=name)
+    if int(text[:2], 16) & 1:
+        raise ValidationError('MAC address %r is a multicast address' % mac, instance=name)
+    return text
+
+
+def _normalize_disk(disk, index, name):
+    if not isinstance(disk, dict) or not disk.get('path'):
+        raise ValidationError('disk %d needs a path' % index, instance=name)
+    unknown = set(disk) - set(DISK_DEFAULTS) - {'path'}
+    if unknown:
+        raise ValidationError('disk %d has unknown keys: %s' % (index, ', '.join(sorted(unknown))), instance=name)
+    out = dict(DISK_DEFAULTS)
+    out.update((k, v) for k, v in disk.items() if v is not None)
+    out['path'] = _absolute(out['path'], 'disk %d path' % index, name)
+    _choice(out['format'], DISK_FORMATS, 'disk format', name)
+    _choice(out['interface'], DISK_INTERFACES, 'disk interface', name)
+    if out['cache'] is not None:
+        _choice(out['cache'], DISK_CACHE_MODES, 'disk cache mode', name)
+    out['readonly'] = bool(out['readonly'])
+    if out['readonly'] and out['interface'] == 'ide':
+        raise ValidationError('disk %d: QEMU cannot attach a read-only disk as an IDE hard disk;'
+                              ' use interface virtio or scsi' % index, instance=name)
+    return out
+
+
+def _normalize_nic(nic, index, name):
+    if not isinstance(nic, dict):
+        raise ValidationError('nic %d must be a dictionary' % index, instance=name)
+    unknown = set(nic) - set(NIC_DEFAULTS)
+    if unknown:
+        raise ValidationError('nic %d has unknown keys: %s' % (index, ', '.join(sorted(unknown))), instance=name)
+    out = dict(NIC_DEFAULTS)
+    out.update((k, v) for k, v in nic.items() if v is not None)
+    _choice(out['type'], NIC_TYPES, 'nic type', name)
+    _choice(out['model'], NIC_MODELS, 'nic model', name)
+    if out['type'] == 'bridge':
+        if not out['bridge'] or not IFNAME_PATTERN.match(out['bridge']):
+            raise ValidationError('nic %d: a bridged NIC needs a valid bridge name, got %r'
+                                  % (index, out['bridge']), instance=name)
+    elif out['bridge']:
+        raise ValidationError('nic %d: bridge is only valid with type bridge' % index, instance=name)
+    out['mac'] = normalize_mac(out['mac'], name) if out['mac'] else generated_mac(name, index)
+    return out
+
+
+def normalize_spec(name, params):
+    """The full spec from user parameters (None means default). Pure."""
+    validate_name(name)
+    unknown = set(params) - set(SPEC_DEFAULTS)
+    if unknown:
+        raise ValidationError('unknown spec keys: %s' % ', '.join(sorted(unknown)), instance=name)
+    spec = dict(SPEC_DEFAULTS)
+    spec.update((k, v) for k, v in params.items() if v is not None)
+    spec['name'] = name
+    _positive(spec['memory'], 'memory (MiB)', name)
+    _positive(spec['vcpus'], 'vcpus', name)
+    _choice(spec['accel'], ACCELERATORS, 'accelerator', name)
+    spec['acpi'] = bool(spec['acpi'])
+    spec['serial_console'] = bool(spec['serial_console'])
+    spec['vnc_tablet'] = bool(spec['vnc_tablet'])
+    if spec['uuid'] is not None:
+        try:
+            spec['uuid'] = str(uuid.UUID(str(spec['uuid'])))
+        except ValueError:
+            raise ValidationError('invalid UUID %r' % spec['uuid'], instance=name)
+    for key in ('kernel', 'initrd'):
+        spec[key] = _absolute(spec[key], key, name)
+    if spec['initrd'] and not spec['kernel']:
+        raise ValidationError('initrd is set but kernel is not', instance=name)
+    if spec['kernel'] and not spec['root']:
+        raise ValidationError('kernel is set but root is not: give the root device (e.g. /dev/vda1)',
+                              instance=name)
+    if (spec['root'] or spec['kernel_args']) and not spec['kernel']:
+        raise ValidationError('root and kernel_args need a kernel', instance=name)
+    if spec['vnc_bind_address'] is not None:
+        try:
+            spec['vnc_bind_address'] = str(ipaddress.ip_address(spec['vnc_bind_address']))
+        except ValueError:
+            raise ValidationError('invalid VNC bind address %r: give an IPv4 or IPv6 address'
+                                  % spec['vnc_bind_address'], instance=name)
+    if isinstance(spec['vnc_display'], bool) or not isinstance(spec['vnc_display'], int) or \
+            not 0 <= spec['vnc_display'] < 59636:
+        raise ValidationError('vnc_display must be a whole number from 0 (port 5900), got %r'
+                              % spec['vnc_display'], instance=name)
+    spec['disks'] = [_normalize_disk(d, i, name) for i, d in enumerate(spec['disks'])]
+    paths = [d['path'] for d in spec['disks']]
+    if len(set(paths)) != len(paths):
+        raise ValidationError('the same disk is given twice', instance=name)
+    spec['nics'] = [_normalize_nic(n, i, name) for i, n in enumerate(spec['nics'])]
+    macs = [n['mac'] for n in spec['nics']]
+    if len(set(macs)) != len(macs):
+        raise ValidationError('two NICs have the same MAC address', instance=name)
+    if not all(isinstance(a, str) for a in spec['extra_args']):
+        raise ValidationError('extra_args must be a list of strings', instance=name)
+    spec['extra_args'] = list(spec['extra_args'])
+    return spec
+
+
+def check_host_files(spec):
+    """Refuse a spec whose kernel, initrd or disks do not exist on this host."""
+    name = spec['name']
+    for key in ('kernel', 'initrd'):
+        if spec[key] and not os.path.isfile(spec[key]):
+            raise ValidationError('%s %s does not exist' % (key, spec[key]), instance=name)
+    for index, disk in enumerate(spec['disks']):
+        if not os.path.exists(disk['path']):
+            raise ValidationError('disk %d (%s) does not exist; disk images are never created'
+                                  ' by this module' % (index, disk['path']), instance=name)
+        if not os.access(disk['path'], os.R_OK if disk['readonly'] else os.R_OK | os.W_OK):
+            raise ValidationError('disk %d (%s) is not %s by this user' % (
+                index, disk['path'], 'readable' if disk['readonly'] else 'readable and writable'),
+                instance=name)
+
+
+def shared_disks(spec, other):
+    """Disk paths both specs use where at least one of them writes."""
+    mine = dict((os.path.realpath(d['path']), d['readonly']) for d in spec['disks'])
+    clashes = []
+    for disk in other.get('disks', []):
+        path = os.path.realpath(disk['path'])
+        if path in mine and not (mine[path] and disk.get('readonly')):
+            clashes.append(disk['path'])
+    return clashes
