@@ -1,0 +1,460 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a node has and what it runs: memory, CPU, hypervisor and instances.
+
+Facts feed placement decisions, so they are read, never guessed, and reading
+them touches nothing: /proc, the files under run_dir, the QEMU binary's answers
+to ``-version`` and ``-machine help``, and one short QMP session per instance
+whose QEMU is alive (identified through _identity, as everywhere else).
+
+Cost, for many guests: everything but QMP is a handful of small file reads per
+instance. QMP is needed only to tell running from paused, incoming and
+migrating (no /proc field says whether the vCPUs are stopped); those sessions
+are held only for instances whose QEMU lives, only when the ``instances``
+subset is asked for, and run side by side, so the wait is that of the slowest
+monitor, not the sum of all. Memory facts alone never open a monitor.
+
+Problems a node has are returned as plain sentences (like Ganeti's verify),
+so a play can show or assert them.
+"""
+
+import os
+import re
+import stat
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.hvops.kvm.plugins.module_utils import _identity, _qemu
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
+    KvmError, MissingBinaryError, ProcessError, ValidationError)
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NAME_PATTERN, HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import find_socat
+from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
+
+SUBSETS = ('cpu', 'hypervisor', 'instances', 'memory')
+# Instance states in which a QEMU process lives (and holds its memory).
+LIVE_STATES = ('running', 'paused', 'incoming', 'migrating', 'migrated', 'shutdown', 'unknown')
+# query-migrate statuses of a source whose outgoing migration is under way.
+OUTGOING_MIGRATION = ('setup', 'active', 'pre-switchover', 'device', 'wait-unplug',
+                      'postcopy-active', 'postcopy-paused', 'postcopy-recover', 'cancelling')
+VIRT_FLAGS = ('svm', 'vmx')
+# At most this many QMP sessions at once (each is one socat process).
+MAX_PARALLEL_MONITORS = 8
+PROC = '/proc'
+
+
+# -- gather_subset ---------------------------------------------------------------
+def resolve_subsets(requested):
+    """The sorted subsets to gather for a gather_subset list, as Ansible's setup
+    reads it: ``all`` or names add, ``!name`` (or ``!all``) removes, and a list of
+    removals alone starts from everything."""
+    include, exclude = set(), set()
+    for item in requested or ['all']:
+        word = str(item).strip()
+        negate = word.startswith('!')
+        word = word[1:].strip() if negate else word
+        if word == 'all':
+            names = set(SUBSETS)
+        elif word in SUBSETS:
+            names = {word}
+        else:
+            raise ValidationError('unknown gather_subset %r: choose from all, %s (prefix one with'
+                                  ' ! to leave it out)' % (item, ', '.join(SUBSETS)))
+        (exclude if negate else include).update(names)
+    if not include:
+        include = set(SUBSETS)
+    return sorted(include - exclude)
+
+
+# -- /proc/meminfo -----------------------------------------------------------------
+def parse_meminfo(text):
+    """{field: value} from /proc/meminfo; values in KiB (HugePages_* are counts)."""
+    values = {}
+    for line in (text or '').splitlines():
+        key, sep, rest = line.partition(':')
+        words = rest.split()
+        if sep and words and words[0].isdigit():
+            values[key.strip()] = int(words[0])
+    return values
+
+
+def available_kib(meminfo):
+    """KiB a new guest could get without swapping: the kernel's MemAvailable, or
+    on kernels before 3.14 (which lack it) free memory plus what reclaim frees
+    (buffers, page cache except shared memory, reclaimable slab)."""
+    if 'MemAvailable' in meminfo:
+        return meminfo['MemAvailable']
+    cache = meminfo.get('Cached', 0) - meminfo.get('Shmem', 0)
+    return meminfo.get('MemFree', 0) + meminfo.get('Buffers', 0) + max(0, cache) + \
+        meminfo.get('SReclaimable', 0)
+
+
+def memory_facts(meminfo, guests):
+    """Memory facts in MiB. ``guests`` lists (memory_mb, resident_kib) of each
+    instance whose QEMU lives.
+
+    ``allocatable_mb`` is what placement should look at: free memory less what
+    running guests were promised but have not touched yet (a guest with 4 GiB
+    that uses 1 GiB today may take the other 3 tomorrow).
+    """
+    total = meminfo.get('MemTotal', 0)
+    free = min(total, available_kib(meminfo))
+    used = total - free
+    resident = sum(res for _mb, res in guests)
+    committed = sum(mb for mb, _res in guests)
+    outstanding = sum(max(0, mb * 1024 - res) for mb, res in guests)
+    return {
+        'total_mb': total // 1024,
+        'free_mb': free // 1024,
+        'used_mb': used // 1024,
+        'host_used_mb': max(0, used - resident) // 1024,
+        'committed_mb': committed,
+        'guest_resident_mb': resident // 1024,
+        'allocatable_mb': max(0, free - outstanding) // 1024,
+        'swap_total_mb': meminfo.get('SwapTotal', 0) // 1024,
+        'swap_free_mb': meminfo.get('SwapFree', 0) // 1024,
+    }
+
+
+# -- /proc/cpuinfo -----------------------------------------------------------------
+def _stanzas(text):
+    stanza = {}
+    for line in (text or '').splitlines():
+        if not line.strip():
+            if stanza:
+                yield stanza
+            stanza = {}
+            continue
+        key, sep, value = line.partition(':')
+        if sep:
+            stanza[key.strip()] = value.strip()
+    if stanza:
+        yield stanza
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_cpuinfo(text):
+    """CPU facts from /proc/cpuinfo (x86 in full; other architectures in part)."""
+    processors = [s for s in _stanzas(text) if 'processor' in s]
+    first = processors[0] if processors else {}
+    flags = set((first.get('flags') or first.get('Features') or '').split())
+    sockets = set(s['physical id'] for s in processors if 'physical id' in s)
+    cores = set((s.get('physical id'), s['core id']) for s in processors if 'core id' in s)
+    model = first.get('model name') or first.get('cpu model') or first.get('Processor') \
+        or first.get('cpu') or None
+    virt = [flag for flag in VIRT_FLAGS if flag in flags]
+    return {
+        'count': len(processors),
+        'model': model,
+        'vendor': first.get('vendor_id'),
+        'sockets': len(sockets) or None,
+        'cores': len(cores) or None,
+        'threads_per_core': (len(processors) // len(cores)) if cores else None,
+        'virtualization_flags': virt,
+        'virtualization': virt[0] if virt else None,
+        # The "hypervisor" flag: this node is itself a virtual machine, so KVM
+        # works only with nested virtualisation.
+        'virtualized': 'hypervisor' in flags,
+    }
+
+
+# -- hypervisor --------------------------------------------------------------------
+def natural_key(text):
+    """Sort key putting pc-i440fx-2.9 before pc-i440fx-2.10."""
+    return [(0, int(part), '') if part.isdigit() else (1, 0, part) for part in re.split(r'(\d+)', text)]
+
+
+def hypervisor_facts(run, qemu_binary=None, cpu=None, kvm_device=_qemu.KVM_DEVICE):
+    """(facts, problems) about /dev/kvm, the QEMU binary and socat."""
+    problems = []
+    usable, reason = _qemu.kvm_usable(kvm_device)
+    present = os.path.exists(kvm_device)
+    if not present:
+        hint = 'load the kvm_intel or kvm_amd module and enable VT-x/AMD-V in the firmware'
+        if cpu is not None and not cpu['virtualization_flags']:
+            hint = 'the CPU shows no vmx or svm flag: enable VT-x/AMD-V in the firmware%s' % (
+                ' (or nested virtualisation on the host of this virtual machine)' if cpu['virtualized'] else '')
+        problems.append('%s does not exist, so guests run with TCG emulation, which is much slower: %s'
+                        % (kvm_device, hint))
+    elif not usable:
+        problems.append('KVM is not usable (%s), so guests run with TCG emulation, which is much slower:'
+                        ' run as root or as a member of the group owning %s' % (reason, kvm_device))
+    qemu = None
+    try:
+        info = _qemu.query_binary(run, _qemu.find_qemu(qemu_binary))
+    except (MissingBinaryError, ProcessError) as err:
+        problems.append(str(err))
+    else:
+        machines = info['machines']
+        qemu = {
+            'path': info['path'],
+            'version': _qemu.version_string(info['version']) if info['version'] else None,
+            'version_info': list(info['version']) if info['version'] else None,
+            'default_machine': info['default_machine'],
+            'machines': sorted(machines, key=natural_key),
+            'machine_aliases': dict((name, target) for name, target in machines.items() if target),
+        }
+        if info['version'] is None:
+            problems.append('could not read the version of %s from its -version output' % info['path'])
+        if not machines:
+            problems.append('%s lists no machine types' % info['path'])
+    try:
+        socat = find_socat()
+    except MissingBinaryError:
+        socat = None
+        problems.append('socat not found: install the socat package (the QMP monitor and the serial'
+                        ' consoles are reached through it)')
+    facts = {
+        'kvm': {'device': kvm_device, 'present': present, 'usable': usable, 'reason': reason},
+        'accel': 'kvm' if usable else 'tcg',
+        'qemu': qemu,
+        'socat': {'present': socat is not None, 'path': socat},
+    }
+    return facts, problems
+
+
+# -- processes ---------------------------------------------------------------------
+def read_text(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def system_uptime():
+    """Seconds since boot, from /proc/uptime."""
+    return float(read_text(os.path.join(PROC, 'uptime')).split()[0])
+
+
+def resident_kib(pid):
+    """Resident memory of pid in KiB (from /proc/PID/statm), or 0 when it is gone."""
+    try:
+        pages = int(read_text(os.path.join(PROC, str(pid), 'statm')).split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * (os.sysconf('SC_PAGE_SIZE') // 1024)
+
+
+def parse_locks(text):
+    """{(major, minor, inode)} of files with an flock held, from /proc/locks."""
+    held = set()
+    for line in (text or '').splitlines():
+        words = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; "1: -> FLOCK ..." waits.
+        if len(words) < 6 or words[1] != 'FLOCK':
+            continue
+        parts = words[5].split(':')
+        if len(parts) == 3:
+            try:
+                held.add((int(parts[0], 16), int(parts[1], 16), int(parts[2])))
+            except ValueError:
+                continue
+    return held
+
+
+def flock_held(path, held):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in held
+
+
+# -- instances ---------------------------------------------------------------------
+def instance_names(layout):
+    """Every instance with a definition, a runtime file or a pidfile, sorted."""
+    names = set(layout.defined_names())
+    try:
+        entries = os.listdir(layout.subdir('pid'))
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        stem, ext = os.path.splitext(entry)
+        if ext == '.pid' and NAME_PATTERN.match(stem):
+            names.add(stem)
+    return sorted(names)
+
+
+def _spec_value(spec, key):
+    value = (spec or {}).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def observe(layout, name, run, uptime, held, monitor_timeout=10.0, socat=None):
+    """(record, instance) for one instance from its files and its process;
+    no monitor is opened. ``instance`` is None when the name is unusable."""
+    record = {
+        'name': name, 'state': None, 'run_state': None, 'pid': None,
+        'memory_mb': None, 'vcpus': None, 'uptime_s': None, 'resident_mb': None,
+        'defined': False, 'accel': None, 'machine': None, 'qemu_version': None,
+        'busy': False, 'pending_restart': False, 'sockets': None, 'error': None,
+    }
+    try:
+        instance = Instance(layout, name, run, monitor_timeout=monitor_timeout, socat=socat)
+    except KvmError as err:
+        record.update(state='unknown', error=err.msg)
+        return record, None
+    paths = instance.paths
+    record['sockets'] = {'qmp': paths.qmp, 'monitor': paths.monitor, 'serial': paths.serial}
+    record['busy'] = flock_held(paths.lock, held)
+    try:
+        definition = load_definition(paths)
+        pid = instance.pid()
+        runtime = instance.runtime() if pid else None
+    except (KvmError, ValueError, OSError) as err:
+        record.update(state='unknown', error=getattr(err, 'msg', None) or str(err))
+        return record, instance
+    record['defined'] = definition is not None
+    spec = (runtime or {}).get('spec') if pid else definition
+    record['memory_mb'] = _spec_value(spec, 'memory')
+    record['vcpus'] = _spec_value(spec, 'vcpus')
+    record['machine'] = (spec or {}).get('machine')
+    if pid is None:
+        record['state'] = 'crashed' if instance.leftovers() else 'stopped'
+        return record, instance
+    record['pid'] = pid
+    record['accel'] = runtime.get('accel') if runtime else None
+    version = runtime.get('qemu_version') if runtime else None
+    record['qemu_version'] = _qemu.version_string(version) if version else None
+    record['pending_restart'] = bool(runtime and definition is not None and
+                                     runtime.get('spec') != definition)
+    started = _identity.start_time(pid)
+    if started is not None and uptime is not None:
+        record['uptime_s'] = max(0, int(uptime - started))
+    record['_resident_kib'] = resident_kib(pid)
+    record['resident_mb'] = record['_resident_kib'] // 1024
+    return record, instance
+
+
+def query_state(record, instance):
+    """Ask one live QEMU over QMP whether it runs, is paused or migrates; update record."""
+    pid = record['pid']
+    try:
+        with instance.monitor() as qmp:
+            run_state = qmp.execute('query-status')['status']
+            migration = None
+            if run_state in ('running', 'paused'):
+                migration = (qmp.execute('query-migrate') or {}).get('status')
+    except (KvmError, KeyError, TypeError) as err:
+        try:
+            still = instance.pid()
+        except ProcessError:
+            still = pid
+        if still != pid:
+            # It exited while we looked.
+            record.update(pid=None, uptime_s=None, resident_mb=None, _resident_kib=0,
+                          state='crashed' if instance.leftovers() else 'stopped')
+            return record
+        record.update(state='unknown',
+                      error='the QMP monitor did not answer: %s' % (getattr(err, 'msg', None) or err))
+        return record
+    state = RUN_STATES.get(run_state, run_state)
+    if migration in OUTGOING_MIGRATION:
+        state = 'migrating'
+    record.update(state=state, run_state=run_state)
+    return record
+
+
+def scan_instances(layout, run, query=True, monitor_timeout=10.0, socat=None):
+    """(records, problems) for every instance under run_dir.
+
+    Without ``query`` no monitor is opened: the records of live instances then
+    have no state (enough for memory facts, which need only pid and spec).
+    """
+    try:
+        names = instance_names(layout)
+    except OSError as err:
+        return [], ['cannot read %s: %s' % (layout.run_dir, err.strerror)]
+    try:
+        uptime = system_uptime()
+    except (OSError, ValueError, IndexError):
+        uptime = None
+    try:
+        held = parse_locks(read_text(os.path.join(PROC, 'locks')))
+    except OSError:
+        held = set()
+    observed = [observe(layout, name, run, uptime, held, monitor_timeout, socat) for name in names]
+    live = [(record, instance) for record, instance in observed
+            if record['pid'] is not None and instance is not None]
+    if query and live:
+        if len(live) == 1:
+            query_state(*live[0])
+        else:
+            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_MONITORS, len(live))) as pool:
+                list(pool.map(lambda pair: query_state(*pair), live))
+    records = [record for record, _instance in observed]
+    problems = []
+    for record in records:
+        if record['state'] == 'crashed':
+            problems.append('instance %s crashed: its QEMU is gone but left files behind'
+                            ' (hvops.kvm.kvm_instance state=stopped cleans them up,'
+                            ' state=started starts it again)' % record['name'])
+        elif record['state'] == 'unknown':
+            problems.append('instance %s: %s' % (record['name'], record['error']))
+    return records, problems
+
+
+def run_dir_problems(layout):
+    """What is wrong with run_dir itself. A missing run_dir is fine: it is made
+    on first use."""
+    try:
+        st = os.stat(layout.run_dir)
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        return ['cannot look at run_dir %s: %s' % (layout.run_dir, err.strerror)]
+    if not stat.S_ISDIR(st.st_mode):
+        return ['run_dir %s is not a directory' % layout.run_dir]
+    problems = []
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        problems.append('run_dir %s has mode %04o: make it 0700, it holds the monitor sockets and'
+                        ' VNC passwords' % (layout.run_dir, mode))
+    if st.st_uid != os.geteuid():
+        problems.append('run_dir %s belongs to uid %d, not to uid %d that manages the instances'
+                        % (layout.run_dir, st.st_uid, os.geteuid()))
+    return problems
+
+
+def public(record):
+    return dict((key, value) for key, value in record.items() if not key.startswith('_'))
+
+
+def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_timeout=10.0):
+    """The kvm_node facts. ``run(argv) -> (rc, stdout, stderr)`` runs QEMU's
+    -version and -machine help; nothing else is run and nothing is written."""
+    subsets = resolve_subsets(gather_subset)
+    layout = HostLayout(run_dir)
+    facts = {'run_dir': layout.run_dir, 'gather_subset': subsets}
+    problems = []
+    cpu = None
+    if 'cpu' in subsets or 'hypervisor' in subsets:
+        cpu = parse_cpuinfo(read_text(os.path.join(PROC, 'cpuinfo')))
+        if 'cpu' in subsets:
+            facts['cpu'] = cpu
+    if 'hypervisor' in subsets:
+        facts['hypervisor'], found = hypervisor_facts(run, qemu_binary, cpu)
+        problems += found
+    if 'instances' in subsets or 'memory' in subsets:
+        problems += run_dir_problems(layout)
+        records, found = scan_instances(layout, run, query='instances' in subsets,
+                                        monitor_timeout=monitor_timeout)
+        if 'instances' in subsets:
+            facts['instances'] = dict((record['name'], public(record)) for record in records)
+            problems += found
+        if 'memory' in subsets:
+            guests = [(record['memory_mb'] or 0, record['_resident_kib'])
+                      for record in records if record['pid'] is not None]
+            memory = memory_facts(parse_meminfo(read_text(os.path.join(PROC, 'meminfo'))), guests)
+            if memory['committed_mb'] > memory['total_mb']:
+                problems.append('the guests running here were given %d MiB in all, more than the'
+                                ' %d MiB this node has' % (memory['committed_mb'], memory['total_mb']))
+            facts['memory'] = memory
+    facts['problems'] = problems
+    return facts
