@@ -1,0 +1,152 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+
+class ModuleDocFragment:
+    """Options that describe a QEMU/KVM instance (its hardware and boot)."""
+
+    DOCUMENTATION = r'''
+options:
+  memory:
+    description:
+      - Guest RAM in MiB. Defaults to 512 when the instance is first defined.
+    type: int
+  vcpus:
+    description:
+      - Number of virtual CPUs. Defaults to 1 when the instance is first defined.
+    type: int
+  machine:
+    description:
+      - QEMU machine type. An alias such as C(pc) or C(q35) is pinned to the versioned
+        name it stands for on this node (for example C(pc-i440fx-7.2)) when the
+        definition is stored, so that a migration target emulates the same machine.
+      - Defaults to QEMU's default machine.
+    type: str
+  cpu_model:
+    description:
+      - QEMU CPU model (C(-cpu)). Defaults to QEMU's default model.
+    type: str
+  uuid:
+    description:
+      - The guest's SMBIOS UUID.
+    type: str
+  accel:
+    description:
+      - Accelerator. C(auto) uses KVM when C(/dev/kvm) can be opened and answers the
+        KVM API, and TCG (software emulation) otherwise. The choice made at start is
+        kept in the runtime file, so restart and migration keep it.
+    type: str
+    choices: [auto, kvm, tcg]
+  acpi:
+    description:
+      - Give the guest ACPI. Graceful stop presses the ACPI power button, so a guest
+        without ACPI can only be forced off.
+    type: bool
+  disks:
+    description:
+      - Disk images, in order; the first is the boot disk. Images are never created or
+        deleted by this collection.
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: Absolute path of the image or block device.
+        type: path
+        required: true
+      format:
+        description: Image format.
+        type: str
+        choices: [raw, qcow2]
+        default: raw
+      interface:
+        description:
+          - How the guest sees the disk. A read-only disk cannot be an C(ide) hard disk.
+        type: str
+        choices: [virtio, ide, scsi]
+        default: virtio
+      readonly:
+        description: Attach the disk read-only.
+        type: bool
+        default: false
+      cache:
+        description: QEMU cache mode. Defaults to QEMU's default (writeback).
+        type: str
+        choices: [none, writeback, writethrough, directsync, unsafe]
+  kernel:
+    description:
+      - Absolute path of a kernel to boot directly (C(-kernel)). Needs O(root).
+    type: str
+  initrd:
+    description:
+      - Absolute path of an initial ramdisk. Needs O(kernel).
+    type: str
+  root:
+    description:
+      - Root device passed to the kernel (C(root=... ro)). Required with O(kernel).
+    type: str
+  kernel_args:
+    description:
+      - Extra kernel command line words, appended after root and console.
+    type: str
+  serial_console:
+    description:
+      - Connect the first serial port to a unix socket (C(ctrl/NAME.serial)) and, with a
+        kernel, add C(console=ttyS0,115200) to its command line. Defaults to true.
+    type: bool
+  vnc_bind_address:
+    description:
+      - Address (IPv4 or IPv6) the VNC server listens on. No VNC when unset.
+    type: str
+  vnc_display:
+    description:
+      - VNC display number; the server listens on port 5900 plus this number.
+        Defaults to 0.
+    type: int
+  vnc_tablet:
+    description:
+      - Add a USB tablet when VNC is on, so the pointer follows the VNC client.
+        Defaults to true.
+    type: bool
+  vnc_password:
+    description:
+      - VNC password. It is stored on the node with mode C(0600) and set through the
+        monitor before the guest runs. Never logged.
+    type: str
+  nics:
+    description:
+      - Network interfaces, in order. No NIC when empty.
+    type: list
+    elements: dict
+    suboptions:
+      type:
+        description:
+          - C(bridge) creates a tap device that a generated if-up script attaches to
+            O(nics[].bridge); C(user) is QEMU's user-mode network.
+        type: str
+        choices: [bridge, user]
+        default: user
+      bridge:
+        description: Bridge to attach a C(bridge) NIC to. The bridge must exist.
+        type: str
+      mac:
+        description:
+          - MAC address. When unset a stable address is derived from the instance
+            name and the NIC's position (prefix C(52:54:00)).
+        type: str
+      model:
+        description: Emulated NIC model.
+        type: str
+        choices: [virtio, e1000, rtl8139]
+        default: virtio
+  extra_args:
+    description:
+      - Further QEMU arguments, appended to the command line as given (an argv list,
+        never passed through a shell).
+    type: list
+    elements: str
+  qemu_binary:
+    description:
+      - QEMU binary to run. Defaults to C(qemu-system-x86_64) (or C(kvm)) from C(PATH).
+    type: str
+'''

@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Argument specs shared by the modules, paired with doc fragments of the same
+names in plugins/doc_fragments."""
+
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import DEFAULT_RUN_DIR
+from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
+    ACCELERATORS, DISK_CACHE_MODES, DISK_FORMATS, DISK_INTERFACES, NIC_MODELS, NIC_TYPES)
+
+# doc fragment hvops.kvm.host
+HOST_ARGS = dict(
+    run_dir=dict(type='path', default=DEFAULT_RUN_DIR),
+    monitor_timeout=dict(type='float', default=10.0),
+)
+
+# doc fragment hvops.kvm.instance_spec
+INSTANCE_SPEC_ARGS = dict(
+    memory=dict(type='int'),
+    vcpus=dict(type='int'),
+    machine=dict(type='str'),
+    cpu_model=dict(type='str'),
+    uuid=dict(type='str'),
+    accel=dict(type='str', choices=list(ACCELERATORS)),
+    acpi=dict(type='bool'),
+    disks=dict(type='list', elements='dict', options=dict(
+        path=dict(type='path', required=True),
+        format=dict(type='str', choices=list(DISK_FORMATS), default='raw'),
+        interface=dict(type='str', choices=list(DISK_INTERFACES), default='virtio'),
+        readonly=dict(type='bool', default=False),
+        cache=dict(type='str', choices=list(DISK_CACHE_MODES)),
+    )),
+    kernel=dict(type='str'),
+    initrd=dict(type='str'),
+    root=dict(type='str'),
+    kernel_args=dict(type='str'),
+    serial_console=dict(type='bool'),
+    vnc_bind_address=dict(type='str'),
+    vnc_display=dict(type='int'),
+    vnc_tablet=dict(type='bool'),
+    vnc_password=dict(type='str', no_log=True),
+    nics=dict(type='list', elements='dict', options=dict(
+        type=dict(type='str', choices=list(NIC_TYPES), default='user'),
+        bridge=dict(type='str'),
+        mac=dict(type='str'),
+        model=dict(type='str', choices=list(NIC_MODELS), default='virtio'),
+    )),
+    extra_args=dict(type='list', elements='str'),
+    qemu_binary=dict(type='str'),
+)

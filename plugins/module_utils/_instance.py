@@ -1,0 +1,233 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The life of one instance on one host: observe, start, stop, pause, resume.
+
+Every operation first finds the live QEMU through _identity (pidfile lock plus
+cmdline), talks to it only through QMP, and signals nothing it has not
+identified. Files of a dead instance are cleaned up; those of a live one never.
+"""
+
+import os
+import re
+import time
+
+from ansible_collections.hvops.kvm.plugins.module_utils import _identity
+from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import build_argv, ifup_script_text
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
+    MonitorError, ProcessError, StateError)
+from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import make_private_dir
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
+from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
+    load_runtime, make_runtime, save_runtime)
+
+# query-status -> our state names
+RUN_STATES = {
+    'running': 'running',
+    'paused': 'paused',
+    'prelaunch': 'paused',
+    'suspended': 'paused',
+    'inmigrate': 'incoming',
+    'finish-migrate': 'migrating',
+    'postmigrate': 'migrated',
+    'shutdown': 'shutdown',
+    'internal-error': 'crashed',
+    'io-error': 'paused',
+    'guest-panicked': 'crashed',
+    'watchdog': 'paused',
+}
+# Delays between presses of the ACPI power button while waiting for poweroff.
+POWERDOWN_BACKOFF = (1.0, 2.0, 4.0, 8.0)
+EXIT_POLL = 0.05
+QUIT_GRACE = 10.0
+
+
+class Instance:
+    """One instance in a HostLayout. ``run(argv) -> (rc, stdout, stderr)``."""
+
+    def __init__(self, layout, name, run, monitor_timeout=10.0, socat=None):
+        self.layout = layout
+        self.name = name
+        self.paths = layout.paths(name)
+        self.run = run
+        self.monitor_timeout = monitor_timeout
+        self.socat = socat
+
+    # -- observing -------------------------------------------------------
+    def pid(self):
+        return _identity.find_pid(self.paths, self.name)
+
+    def monitor(self, timeout=None):
+        return QmpSession(self.paths.qmp, instance=self.name,
+                          timeout=timeout or self.monitor_timeout, socat=self.socat)
+
+    def leftovers(self):
+        """Files a dead QEMU left behind (pidfile, sockets, runtime)."""
+        candidates = (self.paths.pidfile, self.paths.qmp, self.paths.monitor,
+                      self.paths.serial, self.paths.runtime)
+        return [path for path in candidates if os.path.lexists(path)]
+
+    def status(self):
+        """{state, pid, run_state}; state is one of running, paused, incoming,
+        migrating, migrated, shutdown, crashed (dead with files left), stopped."""
+        pid = self.pid()
+        if pid is None:
+            state = 'crashed' if self.leftovers() else 'stopped'
+            return {'state': state, 'pid': None, 'run_state': None}
+        with self.monitor() as qmp:
+            run_state = qmp.execute('query-status')['status']
+        return {'state': RUN_STATES.get(run_state, run_state), 'pid': pid, 'run_state': run_state}
+
+    def runtime(self):
+        return load_runtime(self.paths, self.name)
+
+    # -- starting --------------------------------------------------------
+    def prepare_argv(self, spec, qemu, accel, paused=False, incoming=None):
+        """argv for spec plus the if-up scripts it needs (not yet written)."""
+        scripts = dict((index, self.layout.ifup_script(self.name, index))
+                       for index, nic in enumerate(spec['nics']) if nic['type'] == 'bridge')
+        argv = build_argv(spec, self.paths, qemu, accel, ifup_scripts=scripts,
+                          vnc_password=self.vnc_password() is not None,
+                          paused=paused, incoming=incoming)
+        return argv, scripts
+
+    def vnc_password(self):
+        try:
+            with open(self.paths.vnc_password) as handle:
+                return handle.read().rstrip('\n')
+        except FileNotFoundError:
+            return None
+
+    def start(self, argv, spec, accel, qemu_version=None, paused=False):
+        """Start QEMU from argv; return the pid. The runtime is written first,
+        so a run cut off mid-start still leaves the instance identifiable."""
+        if self.pid() is not None:
+            raise StateError('already running', instance=self.name)
+        self.layout.ensure()
+        self.clean_leftovers()
+        self._write_ifup_scripts(spec)
+        save_runtime(self.paths, make_runtime(argv, spec, accel, qemu_version))
+        password = self.vnc_password() if spec.get('vnc_bind_address') else None
+        # With a VNC password the guest is held (-S) until the password is set.
+        hold = password is not None and not paused and '-S' not in argv
+        rc, out, err = self.run(argv[:1] + ['-S'] + argv[1:] if hold else argv)
+        pid = self.pid() if rc == 0 else None
+        if pid is None:
+            self.clean_leftovers()
+            detail = (err or out or '').strip() or 'exit code %d' % rc
+            raise ProcessError('QEMU failed to start: %s' % detail, instance=self.name,
+                               rc=rc, argv=argv)
+        if password is not None:
+            with self.monitor() as qmp:
+                qmp.execute('change-vnc-password', {'password': password})
+                if hold:
+                    qmp.execute('cont')
+        return pid
+
+    def _write_ifup_scripts(self, spec):
+        for index, nic in enumerate(spec['nics']):
+            if nic['type'] != 'bridge':
+                continue
+            path = self.layout.ifup_script(self.name, index)
+            make_private_dir(os.path.dirname(path))
+            write_atomic(path, ifup_script_text(self.name, nic), mode=0o700)
+
+    # -- stopping --------------------------------------------------------
+    def stop(self, mode='acpi', timeout=30.0, force=False):
+        """Stop the instance; return how: None (was not running), 'acpi' or 'forced'.
+
+        ``mode`` acpi presses the power button with backoff until ``timeout``;
+        a guest still up then is forced off only with ``force``, else it is
+        left running and StateError is raised. ``mode`` kill forces at once.
+        """
+        pid = self.pid()
+        if pid is None:
+            self.clean_leftovers()
+            return None
+        how = None
+        if mode == 'acpi':
+            if self._powerdown(pid, timeout):
+                how = 'acpi'
+            elif not force:
+                raise StateError('did not power off within %.0f s after ACPI powerdown and is still'
+                                 ' running; set force: true (or stop_mode: kill) to force it off'
+                                 % timeout, instance=self.name)
+        if how is None:
+            self._force_off(pid)
+            how = 'forced'
+        self.clean_leftovers()
+        return how
+
+    def _exited(self, pid, within):
+        deadline = time.monotonic() + within
+        while True:
+            if _identity.find_pid(self.paths, self.name) != pid:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(EXIT_POLL)
+
+    def _powerdown(self, pid, timeout):
+        deadline = time.monotonic() + timeout
+        presses = 0
+        while True:
+            try:
+                with self.monitor() as qmp:
+                    qmp.execute('system_powerdown')
+            except MonitorError:
+                if self._exited(pid, 0):
+                    return True
+                raise
+            wait = POWERDOWN_BACKOFF[min(presses, len(POWERDOWN_BACKOFF) - 1)]
+            presses += 1
+            remaining = deadline - time.monotonic()
+            if self._exited(pid, max(0.0, min(wait, remaining))):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def _force_off(self, pid):
+        """QMP quit (QEMU exits cleanly), else SIGKILL to the identified process."""
+        try:
+            with self.monitor(timeout=5.0) as qmp:
+                qmp.execute('quit')
+        except MonitorError:
+            pass
+        if self._exited(pid, QUIT_GRACE):
+            return
+        if not _identity.signal_instance(self.paths, self.name, pid):
+            return
+        if not self._exited(pid, QUIT_GRACE):
+            raise ProcessError('QEMU pid %d survived SIGKILL' % pid, instance=self.name)
+
+    def clean_leftovers(self):
+        """Remove pidfile, sockets, runtime and if-up scripts of a dead instance.
+
+        Refuses while the instance runs: a live instance's files are never removed.
+        """
+        if self.pid() is not None:
+            raise StateError('refusing to clean the files of a running instance', instance=self.name)
+        removed = remove_quietly(self.paths.pidfile, self.paths.qmp, self.paths.monitor,
+                                 self.paths.serial, self.paths.runtime)
+        removed += remove_quietly(*self.ifup_scripts())
+        return removed
+
+    def ifup_scripts(self):
+        """The if-up scripts written for this instance (NAME-N.ifup)."""
+        directory = self.layout.ifup_dir()
+        pattern = re.compile(r'^%s-\d+\.ifup$' % re.escape(self.name))
+        try:
+            return [os.path.join(directory, entry) for entry in sorted(os.listdir(directory))
+                    if pattern.match(entry)]
+        except FileNotFoundError:
+            return []
+
+    # -- pausing ---------------------------------------------------------
+    def pause(self):
+        with self.monitor() as qmp:
+            qmp.execute('stop')
+
+    def resume(self):
+        with self.monitor() as qmp:
+            qmp.execute('cont')

@@ -1,0 +1,285 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bring one instance to the state a kvm_instance task asks for.
+
+``plan`` looks and decides, touching nothing; ``apply`` carries the plan out.
+Check mode runs only ``plan``, so its prediction is the real run's decision.
+"""
+
+import os
+import shlex
+
+from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError, ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
+from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
+    load_definition, save_definition)
+from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
+    SPEC_DEFAULTS, check_host_files, normalize_spec, shared_disks)
+
+STATES = ('present', 'started', 'stopped', 'restarted', 'paused', 'absent')
+STOP_MODES = ('acpi', 'kill')
+LIVE = ('running', 'paused')
+CONSOLE_ESCAPE = '0x1d'  # Ctrl-]
+
+
+def console_argv(serial_socket):
+    """socat command for the serial console; Ctrl-] leaves it."""
+    return ['socat', 'STDIO,raw,echo=0,escape=%s' % CONSOLE_ESCAPE, 'UNIX-CONNECT:%s' % serial_socket]
+
+
+class Reconciler:
+    """One kvm_instance task. ``params`` are the module's parameters."""
+
+    def __init__(self, params, run):
+        self.params = params
+        self.name = params['name']
+        self.layout = HostLayout(params.get('run_dir'))
+        self.instance = Instance(self.layout, self.name, run,
+                                 monitor_timeout=params.get('monitor_timeout') or 10.0)
+        self.run = run
+        self.warnings = []
+
+    # -- deciding --------------------------------------------------------
+    def desired_spec(self, stored):
+        """The spec to store: the stored definition with the given options over it."""
+        given = dict((key, self.params.get(key)) for key in SPEC_DEFAULTS
+                     if self.params.get(key) is not None)
+        if stored is None and not given:
+            return None
+        base = dict((k, v) for k, v in (stored or {}).items() if k in SPEC_DEFAULTS)
+        base.update(given)
+        spec = normalize_spec(self.name, base)
+        if stored and 'machine' not in given:
+            spec['machine'] = stored.get('machine')
+        return spec
+
+    def plan(self):
+        """Decide what to do. Returns a dict describing current and target state."""
+        state = self.params['state']
+        paths = self.instance.paths
+        stored = load_definition(paths)
+        status = self.instance.status()
+        current = status['state']
+        runtime = self.instance.runtime() if current in LIVE else None
+        spec = None if state == 'absent' else self.desired_spec(stored)
+        qemu_info = None
+        needs_definition = state in ('present', 'started', 'restarted', 'paused')
+        if needs_definition and spec is None:
+            raise ValidationError('no stored definition: give the instance spec (memory, disks, ...)'
+                                  ' the first time', instance=self.name)
+        if spec is not None:
+            qemu_info = _qemu.query_binary(self.run, _qemu.find_qemu(spec['qemu_binary']))
+            spec['machine'] = _qemu.pin_machine(qemu_info, spec['machine'])
+            will_start = state in ('started', 'restarted', 'paused') and current not in LIVE or \
+                state == 'restarted'
+            if spec != stored or will_start:
+                check_host_files(spec)
+                self._check_conflicts(spec)
+        password = self.params.get('vnc_password')
+        plan = {
+            'state': state,
+            'current': current,
+            'pid': status['pid'],
+            'stored': stored,
+            'spec': spec,
+            'runtime': runtime,
+            'qemu': qemu_info,
+            'write_definition': spec is not None and spec != stored,
+            'write_password': password is not None and password != self.instance.vnc_password(),
+            'actions': [],
+        }
+        plan['actions'] = self._actions(plan)
+        return plan
+
+    def _check_conflicts(self, spec):
+        for other in self.layout.defined_names():
+            if other == self.name:
+                continue
+            other_spec = load_definition(self.layout.paths(other))
+            if other_spec:
+                clashes = shared_disks(spec, other_spec)
+                if clashes:
+                    raise ValidationError('disk %s is already used by instance %s' % (clashes[0], other),
+                                          instance=self.name)
+
+    def _actions(self, plan):
+        state, current = plan['state'], plan['current']
+        running_spec = (plan['runtime'] or {}).get('spec')
+        drift = current in LIVE and plan['spec'] is not None and running_spec is not None \
+            and running_spec != plan['spec']
+        plan['pending_restart'] = drift and state != 'restarted'
+        actions = []
+        if state == 'absent':
+            if current in LIVE:
+                actions.append('stop')
+            if current == 'crashed':
+                actions.append('clean')
+            if plan['stored'] is not None or os.path.exists(self.instance.paths.vnc_password):
+                actions.append('undefine')
+            return actions
+        if plan['write_definition']:
+            actions.append('define')
+        if plan['write_password']:
+            actions.append('set_password')
+        if state == 'stopped':
+            if current in LIVE:
+                actions.append('stop')
+            elif current == 'crashed':
+                actions.append('clean')
+        elif state == 'started':
+            if current == 'paused':
+                actions.append('resume')
+            elif current not in LIVE:
+                actions.append('start')
+        elif state == 'paused':
+            if current == 'running':
+                actions.append('pause')
+            elif current not in LIVE:
+                actions.append('start_paused')
+        elif state == 'restarted':
+            if current in LIVE:
+                actions.append('stop')
+            actions.append('start')
+        if current not in LIVE + ('stopped', 'crashed') and \
+                any(a in actions for a in ('stop', 'pause', 'resume')):
+            raise StateError('is %s (a migration may be under way); refusing to act on it' % current,
+                             instance=self.name)
+        return actions
+
+    # -- doing -----------------------------------------------------------
+    def apply(self, plan):
+        """Carry out the plan under the instance lock; return the result facts."""
+        result = {'stop_method': None}
+        if not plan['actions']:
+            return result
+        self.layout.ensure()
+        with instance_lock(self.instance.paths, self.name, timeout=self.params.get('lock_timeout') or 60):
+            fresh = self.plan()
+            if fresh['actions'] != plan['actions']:
+                # Another run changed things between our look and the lock.
+                plan = fresh
+            for action in plan['actions']:
+                getattr(self, '_do_' + action)(plan, result)
+        return result
+
+    def _do_define(self, plan, result):
+        save_definition(self.instance.paths, plan['spec'])
+
+    def _do_set_password(self, plan, result):
+        write_atomic(self.instance.paths.vnc_password, self.params['vnc_password'] + '\n', mode=0o600)
+        if plan['current'] in LIVE and plan['spec'] and plan['spec']['vnc_bind_address'] \
+                and 'stop' not in plan['actions']:
+            with self.instance.monitor() as qmp:
+                qmp.execute('change-vnc-password', {'password': self.params['vnc_password']})
+
+    def _do_stop(self, plan, result):
+        result['stop_method'] = self.instance.stop(
+            mode=self.params.get('stop_mode') or 'acpi',
+            timeout=float(self.params.get('shutdown_timeout') or 30),
+            force=bool(self.params.get('force')))
+
+    def _do_clean(self, plan, result):
+        self.instance.clean_leftovers()
+
+    def _do_undefine(self, plan, result):
+        paths = self.instance.paths
+        remove_quietly(paths.definition, paths.vnc_password)
+
+    def _start(self, plan, paused):
+        spec = plan['spec']
+        runtime = plan['runtime']
+        info = plan['qemu']
+        if runtime and runtime.get('spec') == spec and not paused:
+            # Restart with the very argv it ran with.
+            argv, accel = runtime['argv'], runtime['accel']
+        else:
+            accel = _qemu.resolve_accel(spec['accel'])
+            argv, _scripts = self.instance.prepare_argv(spec, info['path'], accel, paused=paused)
+        self.instance.start(argv, spec, accel, qemu_version=info['version'], paused=paused)
+
+    def _do_start(self, plan, result):
+        self._start(plan, paused=False)
+
+    def _do_start_paused(self, plan, result):
+        self._start(plan, paused=True)
+
+    def _do_pause(self, plan, result):
+        self.instance.pause()
+
+    def _do_resume(self, plan, result):
+        self.instance.resume()
+
+    # -- reporting -------------------------------------------------------
+    def facts(self):
+        """What a task returns about the instance after the run."""
+        paths = self.instance.paths
+        status = self.instance.status() if os.path.isdir(self.layout.run_dir) else \
+            {'state': 'stopped', 'pid': None}
+        stored = load_definition(paths)
+        state = status['state']
+        if state == 'stopped' and stored is None:
+            state = 'absent'
+        runtime = self.instance.runtime() if status['pid'] else None
+        console = console_argv(paths.serial)
+        return {
+            'name': self.name,
+            'state': state,
+            'pid': status['pid'],
+            'accel': runtime['accel'] if runtime else None,
+            'argv': runtime['argv'] if runtime else None,
+            'sockets': {'qmp': paths.qmp, 'monitor': paths.monitor, 'serial': paths.serial},
+            'console_command': ' '.join(shlex.quote(word) for word in console),
+            'definition': stored,
+        }
+
+
+def diff_view(state, definition):
+    view = {'state': state}
+    if definition is not None:
+        view['definition'] = definition
+    return view
+
+
+def predicted_state(plan):
+    state, current = plan['state'], plan['current']
+    if state == 'absent':
+        return 'absent'
+    if state in ('started', 'restarted'):
+        return 'running'
+    if state == 'paused':
+        return 'paused'
+    if state == 'stopped':
+        return 'stopped'
+    return current if current in LIVE else 'stopped'
+
+
+def run_task(params, run, check_mode=False):
+    """The whole kvm_instance task: returns (result dict, diff or None)."""
+    reconciler = Reconciler(params, run)
+    plan = reconciler.plan()
+    changed = bool(plan['actions'])
+    before = diff_view(plan['current'] if plan['stored'] is not None or plan['current'] != 'stopped'
+                       else 'absent', plan['stored'])
+    after = diff_view(predicted_state(plan),
+                      None if plan['state'] == 'absent' else (plan['spec'] or plan['stored']))
+    if check_mode:
+        result = reconciler.facts() if os.path.isdir(reconciler.layout.run_dir) else \
+            {'name': reconciler.name, 'state': plan['current']}
+        result.update(stop_method=None)
+    else:
+        result = reconciler.apply(plan)
+        result.update(reconciler.facts())
+    result['changed'] = changed
+    result['actions'] = plan['actions']
+    result['pending_restart'] = plan.get('pending_restart', False)
+    if result['pending_restart']:
+        reconciler.warnings.append(
+            'instance %s runs with a spec that differs from its definition; use state=restarted'
+            ' to apply the change' % reconciler.name)
+    result['warnings'] = reconciler.warnings
+    return result, {'before': before, 'after': after}
