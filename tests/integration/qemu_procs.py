@@ -1,0 +1,66 @@
+"""Looking at real QEMU processes and serial sockets from tests."""
+import os
+import socket
+import time
+
+
+def qemu_processes_under(run_dir):
+    """[(pid, argv)] of live QEMU processes whose pidfile lies under run_dir."""
+    found = []
+    prefix = os.path.join(run_dir, 'pid') + os.sep
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as handle:
+                argv = [w.decode() for w in handle.read().split(b'\0')[:-1]]
+            with open('/proc/%s/stat' % entry) as handle:
+                if handle.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    continue
+        except OSError:
+            continue
+        if argv and 'qemu-system' in os.path.basename(argv[0]) and '-pidfile' in argv:
+            pidfile = argv[argv.index('-pidfile') + 1]
+            if pidfile.startswith(prefix):
+                found.append((int(entry), argv))
+    return sorted(found)
+
+
+def kill_qemu_under(run_dir):
+    for pid, _argv in qemu_processes_under(run_dir):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: not qemu_processes_under(run_dir), 10)
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError('condition not met within %s s' % timeout)
+        time.sleep(interval)
+
+
+def serial_lines(path, count, timeout=30.0):
+    """Read ``count`` complete lines from a serial unix socket (output before
+    the connection is not kept by QEMU, so the first partial line is dropped)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(path)
+    data = b''
+    deadline = time.monotonic() + timeout
+    try:
+        while data.count(b'\n') < count + 1 and time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    lines = data.decode('ascii', 'replace').replace('\r', '').split('\n')
+    return [line for line in lines[1:-1] if line][:count]
