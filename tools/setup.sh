@@ -23,6 +23,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# This machine's pip configuration adds index and find-links locations under
+# file:///opt/ that hold only some packages; pip warns "WARNING: Location
+# 'file:///opt/...' is ignored: ..." for every other package it looks up.
+# quiet_pip drops exactly those lines from pip's stderr; everything else,
+# errors included, still shows, and pip's exit status is kept (pipefail).
+quiet_pip() {
+    { "$@" 2>&1 1>&3 3>&- | { grep -v "^WARNING: Location 'file:///opt/.*' is ignored" || true; } >&2; } 3>&1
+}
+
 # The virtual environment, rebuilt only when the pinned requirements change.
 python=${PYTHON:-python3}
 stamp=.venv/.requirements.sha256
@@ -30,8 +39,8 @@ want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: creating .venv from requirements-dev.txt"
     "$python" -m venv .venv
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -r requirements-dev.txt
+    quiet_pip .venv/bin/python -m pip install -q --upgrade pip
+    quiet_pip .venv/bin/python -m pip install -q -r requirements-dev.txt
     echo "$want" > "$stamp"
 fi
 
