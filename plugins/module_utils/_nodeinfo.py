@@ -34,14 +34,15 @@ from ansible_collections.hvops.kvm.plugins.module_utils._qmp import find_socat
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
 
 SUBSETS = ('cpu', 'hypervisor', 'instances', 'memory')
-# Instance states in which a QEMU process lives (and holds its memory).
-LIVE_STATES = ('running', 'paused', 'incoming', 'migrating', 'migrated', 'shutdown', 'unknown')
 # query-migrate statuses of a source whose outgoing migration is under way.
 OUTGOING_MIGRATION = ('setup', 'active', 'pre-switchover', 'device', 'wait-unplug',
                       'postcopy-active', 'postcopy-paused', 'postcopy-recover', 'cancelling')
 VIRT_FLAGS = ('svm', 'vmx')
 # At most this many QMP sessions at once (each is one socat process).
 MAX_PARALLEL_MONITORS = 8
+# Seconds to wait for the monitor of an instance another run works on (it may
+# hold the monitor for a whole migration); its state is then reported unknown.
+BUSY_MONITOR_WAIT = 2.0
 PROC = '/proc'
 
 
@@ -296,13 +297,15 @@ def observe(layout, name, run, uptime, held, monitor_timeout=10.0, socat=None):
         'busy': False, 'pending_restart': False, 'sockets': None, 'error': None,
     }
     try:
-        instance = Instance(layout, name, run, monitor_timeout=monitor_timeout, socat=socat)
+        paths = layout.paths(name)
     except KvmError as err:
         record.update(state='unknown', error=err.msg)
         return record, None
-    paths = instance.paths
     record['sockets'] = {'qmp': paths.qmp, 'monitor': paths.monitor, 'serial': paths.serial}
     record['busy'] = flock_held(paths.lock, held)
+    if record['busy']:
+        monitor_timeout = min(monitor_timeout, BUSY_MONITOR_WAIT)
+    instance = Instance(layout, name, run, monitor_timeout=monitor_timeout, socat=socat)
     try:
         definition = load_definition(paths)
         pid = instance.pid()
@@ -395,7 +398,8 @@ def scan_instances(layout, run, query=True, monitor_timeout=10.0, socat=None):
             problems.append('instance %s crashed: its QEMU is gone but left files behind'
                             ' (hvops.kvm.kvm_instance state=stopped cleans them up,'
                             ' state=started starts it again)' % record['name'])
-        elif record['state'] == 'unknown':
+        elif record['state'] == 'unknown' and not (record['busy'] and record['pid']):
+            # A live instance another run works on is not a problem of the node.
             problems.append('instance %s: %s' % (record['name'], record['error']))
     return records, problems
 

@@ -366,7 +366,10 @@ ansible_facts:
               type: str
               sample: 7.2.22
             busy:
-              description: Another run holds the instance's lock - an operation on it is under way.
+              description:
+                - Another run holds the instance's lock - an operation on it is under way.
+                - Its monitor is then waited for at most 2 seconds (a migration may hold it),
+                  and a state that could not be read is not reported as a problem.
               type: bool
             pending_restart:
               description: It runs with a spec that differs from its stored definition.
