@@ -4,6 +4,7 @@ Guests are started through hvops.kvm.kvm_instance (ad-hoc runs, booting the
 test guest of tests/guest) or through the library's Instance class (no disk:
 QEMU finds nothing to boot and idles, which is all facts need).
 """
+import fcntl
 import json
 import os
 import shutil
@@ -276,10 +277,32 @@ def test_a_busy_monitor_gives_an_unknown_state_and_memory_facts_never_ask_it(nod
     finally:
         qmp.close()
     vm1 = kvm_node['instances']['vm1']
-    assert vm1['state'] == 'unknown' and vm1['pid'] == pid
+    assert vm1['state'] == 'unknown' and vm1['pid'] == pid and vm1['busy'] is False
     assert 'monitor busy' in vm1['error']
     assert any(p.startswith('instance vm1:') for p in kvm_node['problems'])
     assert facts(node, gather_subset=['instances'])['instances']['vm1']['state'] == 'paused'
+
+
+def test_an_instance_under_operation_is_busy_and_its_monitor_is_not_waited_for(node, qemu):
+    start_with_library(node, qemu, 'vm1', memory=20, paused=True)
+    lock = os.open(os.path.join(node.run_dir, 'lock', 'vm1.lock'), os.O_RDWR | os.O_CREAT, 0o600)
+    qmp = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert facts(node, gather_subset=['instances'])['instances']['vm1']['busy'] is True
+        # Another run holds the lock and the monitor (as a migration would).
+        qmp.connect(os.path.join(node.run_dir, 'ctrl', 'vm1.qmp'))
+        assert b'QMP' in qmp.recv(4096)
+        started = time.monotonic()
+        kvm_node = facts(node, gather_subset=['instances'], monitor_timeout=30)
+        assert time.monotonic() - started < 20, 'waited the full monitor_timeout'
+    finally:
+        qmp.close()
+        os.close(lock)
+    vm1 = kvm_node['instances']['vm1']
+    assert (vm1['state'], vm1['busy']) == ('unknown', True)
+    assert kvm_node['problems'] == [], 'an operation under way is not a problem of the node'
+    assert facts(node, gather_subset=['instances'])['instances']['vm1']['busy'] is False
 
 
 def test_a_stranger_holding_an_instance_pidfile_is_reported_not_trusted(node, qemu, tmp_path):
