@@ -3,8 +3,9 @@
 Starts tiny paused guests (``-accel tcg -m 16 -S``, no disk) through the
 library (normalize_spec, Instance.prepare_argv, Instance.start) in a temporary
 run_dir, then times ``_nodeinfo.gather`` - the library call the module makes,
-without Ansible's own start-up - several times per gather_subset and prints a
-table of median, fastest and slowest run. Every QEMU started is stopped.
+without Ansible's own start-up - several times per gather_subset, and the
+module run as a plain process, and prints a table of median, fastest and
+slowest run and the spread. Every QEMU started is stopped.
 
     .venv/bin/python bench/node_facts.py [--runs 15] [--guests 0,10,20]
 
@@ -12,6 +13,7 @@ This is a measurement, not a test: nothing fails on a slow machine.
 """
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -85,6 +87,25 @@ def measure(run_dir, subset, runs, expected):
     return times
 
 
+def measure_module(run_dir, runs, expected):
+    """The module as a process (python, Ansible's module_utils, the library; no
+    controller, no AnsiballZ wrapper)."""
+    args = os.path.join(os.path.dirname(run_dir), 'args.json')
+    with open(args, 'w') as handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': {'run_dir': run_dir}}, handle)
+    module = os.path.join(REPO, 'plugins', 'modules', 'kvm_node_facts.py')
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, 'build', 'collections'))
+    times = []
+    for _run in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, module, args], capture_output=True, text=True, env=env,
+                              check=True)
+        times.append((time.perf_counter() - start) * 1000.0)
+        instances = json.loads(proc.stdout)['ansible_facts']['kvm_node']['instances']
+        assert len(instances) == expected, instances
+    return times
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--runs', type=int, default=15)
@@ -111,6 +132,9 @@ def main():
                     _nodeinfo.MAX_PARALLEL_MONITORS = saved
                 rows.append((count, label, statistics.median(times), min(times), max(times),
                              statistics.pstdev(times)))
+            times = measure_module(guests.layout.run_dir, args.runs, count)
+            rows.append((count, 'all, module process', statistics.median(times), min(times), max(times),
+                         statistics.pstdev(times)))
     finally:
         guests.destroy()
     print('kvm_node_facts library call (_nodeinfo.gather), %d runs each, %d CPUs, QEMU %s'
