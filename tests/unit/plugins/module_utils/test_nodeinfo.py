@@ -268,3 +268,32 @@ def test_instance_names_come_from_definitions_runtimes_and_pidfiles(tmp_path):
                  'conf/.hidden.json'):
         (tmp_path / 'run' / path).write_text('{}')
     assert _nodeinfo.instance_names(layout) == ['a', 'b', 'c']
+
+
+def test_gather_reads_stopped_and_crashed_instances_without_running_anything(tmp_path):
+    from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
+        make_runtime, save_definition, save_runtime)
+    from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec
+
+    layout = HostLayout(str(tmp_path / 'run'))
+    layout.ensure()
+    stopped = normalize_spec('stopped1', {'memory': 64, 'vcpus': 2})
+    save_definition(layout.paths('stopped1'), stopped)
+    crashed = normalize_spec('crash1', {'memory': 32})
+    save_definition(layout.paths('crash1'), crashed)
+    save_runtime(layout.paths('crash1'), make_runtime(['qemu-system-x86_64'], crashed, 'tcg', (7, 2, 0)))
+
+    def run(argv):
+        raise AssertionError('nothing is run for these subsets: %r' % argv)
+
+    facts = _nodeinfo.gather(run, run_dir=layout.run_dir, gather_subset=['instances', 'memory'])
+    assert facts['gather_subset'] == ['instances', 'memory']
+    assert sorted(facts['instances']) == ['crash1', 'stopped1']
+    one = facts['instances']['stopped1']
+    assert (one['state'], one['pid'], one['memory_mb'], one['vcpus'], one['defined']) == \
+        ('stopped', None, 64, 2, True)
+    assert one['sockets']['qmp'] == os.path.join(layout.run_dir, 'ctrl', 'stopped1.qmp')
+    assert facts['instances']['crash1']['state'] == 'crashed'
+    assert facts['memory']['committed_mb'] == 0
+    assert len(facts['problems']) == 1 and facts['problems'][0].startswith('instance crash1 crashed')
+    assert os.path.exists(layout.paths('crash1').runtime), 'facts never clean up'
