@@ -193,9 +193,8 @@ class _Lock:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(self.address)
-            pid, _uid, _gid = struct.unpack('3i', probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                                     struct.calcsize('3i')))
-            return pid
+            creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
+            return struct.unpack('3i', creds)[0]
         except OSError:
             return None
         finally:
@@ -339,8 +338,8 @@ class Lab:
         proc = subprocess.run(argv, input=input_text, capture_output=True, text=True, timeout=timeout,
                               check=False)
         if check and proc.returncode != 0:
-            raise LabError('%s failed (rc %d): %s' % (' '.join(argv), proc.returncode,
-                                                     (proc.stderr or proc.stdout).strip()))
+            message = (proc.stderr or proc.stdout).strip()
+            raise LabError('%s failed (rc %d): %s' % (' '.join(argv), proc.returncode, message))
         return proc
 
     def _ip_batch(self, commands, namespace=None):
@@ -368,8 +367,8 @@ class Lab:
                 + [host.address] + list(command))
 
     def _proxy_command(self, host):
-        return '%s netns exec %s %s STDIO TCP:%s:%d' % (self.ip, host.namespace, self.socat, host.ssh_host,
-                                                         host.ssh_port)
+        return '%s netns exec %s %s STDIO TCP:%s:%d' % (
+            self.ip, host.namespace, self.socat, host.ssh_host, host.ssh_port)
 
     def _ssh_options(self, host):
         return ['-o', 'ProxyCommand=' + self._proxy_command(host), '-o', 'UserKnownHostsFile=/dev/null',

@@ -80,7 +80,7 @@ def echo_server(lab):
     proc = lab.popen('kvm-b', [lab.python, '-c', ECHO_SERVER, server_host.address, '120'],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        ready = select.select([proc.stdout], [], [], 10)[0]
         assert ready, 'echo server did not start'
         port = int(proc.stdout.readline())
         yield server_host.address, port
