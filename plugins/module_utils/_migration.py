@@ -1,0 +1,964 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Live migration of one instance from a source host to a target host, in phases.
+
+Each phase runs on the host it names, under that host's instance lock; a play
+carries each phase's result to the next (as libvirt's v3 migration protocol
+and Ganeti's MigrationInfo / AcceptInstance / MigrateInstance /
+FinalizeMigration do)::
+
+    prepare   source  the guest runs here and is ours: its runtime and what a
+                      target needs (memory, files, bridges, QEMU, machine type)
+    accept    target  pre-checks, then a paused QEMU waiting for the guest
+                      (-S -incoming defer) that listens on the first free port
+                      of a range (migrate-incoming)
+    migrate   source  capabilities and parameters set explicitly, migrate, wait
+                      on MIGRATION events in one QMP session (query-migrate as
+                      the fallback); a stall or the overall timeout cancels;
+                      statistics read once QEMU has filled them in
+    finalize  target  success: resume the guest here, it now lives here;
+                      failure: kill the incoming QEMU and remove its files
+    confirm   source  success: stop the migrated-away copy, remove its files;
+                      failure: resume the guest here, once the target is dead
+    status    either  what the copy here looks like, for recover
+    recover   either  after an interrupted run, from both hosts' status: keep
+                      exactly one copy; never start a guest that runs nowhere
+
+What keeps a guest from running twice: the target's QEMU starts with -S and
+only finalize(success) resumes it, and only once its incoming migration has
+completed. Until then the source owns the guest, from then on the target.
+finalize(failure) refuses to kill a target copy that has been resumed, and
+confirm(failure) resumes the source only when told that the target is dead
+(``cont`` works on a source in postmigrate even while the target runs).
+"""
+
+import contextlib
+import ipaddress
+import os
+import re
+import time
+
+from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
+    MigrationError, MonitorError, MonitorTimeout, StateError, ValidationError)
+from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
+from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import (
+    OUTGOING_MIGRATION, PROC, available_kib, flock_held, parse_locks, parse_meminfo, read_text)
+from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
+    RUNTIME_FORMAT, load_definition, make_runtime, save_definition, save_runtime)
+from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
+    SPEC_DEFAULTS, check_host_files, normalize_spec, shared_disks)
+
+PHASES = ('prepare', 'accept', 'migrate', 'finalize', 'confirm', 'status', 'recover')
+ROLES = ('source', 'target')
+MIB = 1024 * 1024
+# max-bandwidth meaning "as fast as the link goes" (QEMU's default is 128 MiB/s).
+UNLIMITED_BANDWIDTH = 2 ** 63 - 1
+MAX_DOWNTIME_MS = 2000000
+MAX_MULTIFD_CHANNELS = 255
+TERMINAL = ('completed', 'failed', 'cancelled')
+POSTCOPY_STATES = ('postcopy-active', 'postcopy-paused', 'postcopy-recover')
+BUSY_PORT = 'Address already in use'
+URI_PATTERN = re.compile(r'^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$')
+# Seconds between query-migrate samples while waiting on events (stall
+# detection and the fallback for a missed event).
+POLL_INTERVAL = 0.25
+CANCEL_WAIT = 10.0
+RESUME_WAIT = 5.0
+# Right after "completed", query-migrate may still show total-time 0.
+STATS_SETTLE = 1.0
+STATS_RETRY = 0.01
+
+# Option defaults, shared with the module's argument spec.
+DEFAULTS = {
+    'run_dir': None,
+    'monitor_timeout': 10.0,
+    'lock_timeout': 60,
+    'runtime': None,
+    'definition': None,
+    'vnc_password': None,
+    'migration_address': '127.0.0.1',
+    'migration_ports': '49152-49215',
+    'memory_margin_mb': 128,
+    'uri': None,
+    'live': True,
+    'max_bandwidth_mib': 0,
+    'downtime_limit_ms': 300,
+    'auto_converge': False,
+    'xbzrle': False,
+    'xbzrle_cache_mb': 64,
+    'multifd': False,
+    'multifd_channels': 2,
+    'postcopy': False,
+    'return_path': True,
+    'timeout': 600,
+    'stall_timeout': 30,
+    'success': None,
+    'target_confirmed_dead': False,
+    'role': None,
+    'peer_status': None,
+    'local_status': None,
+}
+
+# Capabilities set on every run, on or off: QEMU keeps what the last run set.
+# Besides those the options control, these change what a migration is and
+# stay off (pause-before-switchover, for one, would stop it before the end).
+CAPABILITIES_OFF = ('pause-before-switchover', 'compress', 'block', 'x-colo', 'release-ram',
+                    'background-snapshot', 'zero-copy-send', 'postcopy-preempt',
+                    'x-ignore-shared', 'rdma-pin-all')
+
+
+# -- pure helpers --------------------------------------------------------------------
+def parse_port_range(value):
+    """(low, high) from '49152-49215', '49152' or an int."""
+    text = str(value).strip()
+    match = re.match(r'^(\d{1,5})(?:\s*-\s*(\d{1,5}))?$', text)
+    if not match:
+        raise ValidationError('migration_ports must be a port or a range like 49152-49215, got %r' % value)
+    low = int(match.group(1))
+    high = int(match.group(2) or low)
+    if not 1 <= low <= high <= 65535:
+        raise ValidationError('migration_ports %r: give ports from 1 to 65535, the lower first' % value)
+    return low, high
+
+
+def listen_address(value):
+    """The normalised IP address to listen on; a host name is refused (QEMU
+    would bind whatever it resolves to)."""
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise ValidationError('migration_address must be an IPv4 or IPv6 address of this host,'
+                              ' got %r' % value)
+
+
+def tcp_uri(host, port):
+    if ':' in host:
+        host = '[%s]' % host
+    return 'tcp:%s:%d' % (host, port)
+
+
+def parse_uri(uri):
+    """(host, port) of a tcp: migration URI. Other transports are refused: an
+    exec: URI would make QEMU run a shell command."""
+    match = URI_PATTERN.match(str(uri or '').strip())
+    port = int(match.group(2)) if match else 0
+    if not match or not 1 <= port <= 65535:
+        raise ValidationError('uri must be tcp:HOST:PORT (as accept returns it), got %r' % (uri,))
+    return match.group(1).strip('[]'), port
+
+
+def check_options(params):
+    """Refuse out-of-range tuning before anything is touched."""
+    def whole(key, low, high=None):
+        value = params[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or \
+                (high is not None and value > high):
+            raise ValidationError('%s must be a whole number from %d%s, got %r'
+                                  % (key, low, ' to %d' % high if high is not None else '', value))
+    whole('max_bandwidth_mib', 0)
+    whole('downtime_limit_ms', 0, MAX_DOWNTIME_MS)
+    whole('xbzrle_cache_mb', 1)
+    whole('multifd_channels', 1, MAX_MULTIFD_CHANNELS)
+    whole('timeout', 0)
+    whole('stall_timeout', 1)
+    whole('memory_margin_mb', 0)
+
+
+def capabilities(params, available):
+    """[{capability, state}] for migrate-set-capabilities. Both ends get the
+    same list (multifd and postcopy-ram must match; the rest is harmless on a
+    target). One this QEMU does not know is left out when off, refused when on."""
+    wanted = [
+        ('events', True),
+        ('return-path', bool(params['return_path'])),
+        ('auto-converge', bool(params['auto_converge'])),
+        ('xbzrle', bool(params['xbzrle'])),
+        ('multifd', bool(params['multifd'])),
+        ('postcopy-ram', bool(params['postcopy'])),
+    ] + [(name, False) for name in CAPABILITIES_OFF]
+    known = set(available)
+    missing = [name for name, state in wanted if state and name not in known]
+    if missing:
+        raise ValidationError('this QEMU does not support the migration capabilit%s %s'
+                              % ('y' if len(missing) == 1 else 'ies', ', '.join(missing)))
+    return [{'capability': name, 'state': state} for name, state in wanted if name in known]
+
+
+def parameters(params):
+    """Arguments of migrate-set-parameters, all set on every run."""
+    bandwidth = params['max_bandwidth_mib']
+    return {
+        'max-bandwidth': bandwidth * MIB if bandwidth else UNLIMITED_BANDWIDTH,
+        'downtime-limit': params['downtime_limit_ms'],
+        'xbzrle-cache-size': params['xbzrle_cache_mb'] * MIB,
+        'multifd-channels': params['multifd_channels'],
+    }
+
+
+def extract_stats(info):
+    """Migration statistics from a query-migrate reply, in plain names."""
+    info = info or {}
+    ram = info.get('ram') or {}
+    total_ms = info.get('total-time')
+    transferred = ram.get('transferred')
+    page_size = ram.get('page-size')
+    dirty_rate = ram.get('dirty-pages-rate')
+    stats = {
+        'status': info.get('status'),
+        'total_time_ms': total_ms,
+        'downtime_ms': info.get('downtime'),
+        'expected_downtime_ms': info.get('expected-downtime'),
+        'setup_time_ms': info.get('setup-time'),
+        'transferred_bytes': transferred,
+        'ram_total_bytes': ram.get('total'),
+        'remaining_bytes': ram.get('remaining'),
+        'throughput_mbps': ram.get('mbps'),
+        'average_mib_s': round(transferred / float(MIB) / (total_ms / 1000.0), 2)
+        if transferred is not None and total_ms else None,
+        'passes': ram.get('dirty-sync-count'),
+        'dirty_pages_rate': dirty_rate,
+        'dirty_rate_mib_s': round(dirty_rate * page_size / float(MIB), 2)
+        if dirty_rate is not None and page_size else None,
+        'page_size': page_size,
+        'normal_pages': ram.get('normal'),
+        'duplicate_pages': ram.get('duplicate'),
+        'multifd_bytes': ram.get('multifd-bytes'),
+        'postcopy_requests': ram.get('postcopy-requests'),
+        'cpu_throttle_percentage': info.get('cpu-throttle-percentage'),
+        'error': info.get('error-desc'),
+    }
+    xbzrle = info.get('xbzrle-cache')
+    if xbzrle:
+        stats['xbzrle'] = dict((key.replace('-', '_'), value) for key, value in xbzrle.items())
+    return stats
+
+
+def stats_settled(info):
+    """Whether a query-migrate reply has its final figures (see STATS_SETTLE)."""
+    info = info or {}
+    return info.get('status') != 'completed' or bool(info.get('total-time'))
+
+
+class Progress:
+    """Stall and overall-timeout detection from samples of transferred bytes."""
+
+    def __init__(self, started, timeout, stall_timeout):
+        self.started = started
+        self.timeout = timeout
+        self.stall_timeout = stall_timeout
+        self.last_bytes = None
+        self.last_growth = started
+
+    def sample(self, now, transferred):
+        """None while all is well, else 'timeout' or 'stalled'."""
+        if transferred != self.last_bytes:
+            self.last_bytes = transferred
+            self.last_growth = now
+        if self.timeout and now - self.started >= self.timeout:
+            return 'timeout'
+        if now - self.last_growth >= self.stall_timeout:
+            return 'stalled'
+        return None
+
+
+def is_incoming(runtime):
+    """Whether a runtime is that of a migration target not yet finalized."""
+    return bool(runtime) and '-incoming' in (runtime.get('argv') or [])
+
+
+def vnc_has_password(argv):
+    return any(word.endswith(',password=on') for index, word in enumerate(argv)
+               if index and argv[index - 1] == '-vnc')
+
+
+def requirements_of(runtime):
+    """What a target must offer to take the guest of this runtime."""
+    spec = runtime['spec']
+    return {
+        'memory_mb': spec['memory'],
+        'vcpus': spec['vcpus'],
+        'machine': spec['machine'],
+        'accel': runtime['accel'],
+        'qemu_version': list(runtime['qemu_version']) if runtime.get('qemu_version') else None,
+        'files': [d['path'] for d in spec['disks']] + [spec[k] for k in ('kernel', 'initrd') if spec.get(k)],
+        'bridges': sorted(set(n['bridge'] for n in spec['nics'] if n['type'] == 'bridge')),
+        'vnc_password': vnc_has_password(runtime['argv']),
+    }
+
+
+def target_problems(req, facts):
+    """Why this host cannot take the guest, as sentences (empty: it can).
+    ``facts``: available_mb, margin_mb, qemu (query_binary), kvm (usable,
+    reason), bridges (set), file_problems (list)."""
+    problems = []
+    need = req['memory_mb'] + facts['margin_mb']
+    if facts['available_mb'] < need:
+        problems.append('not enough memory: the guest needs %d MiB plus a margin of %d MiB, and %d MiB'
+                        ' are available (MemAvailable)' % (req['memory_mb'], facts['margin_mb'],
+                                                           facts['available_mb']))
+    qemu = facts['qemu']
+    have = tuple(qemu['version'] or ())
+    if req['qemu_version'] and have and have < tuple(req['qemu_version']):
+        problems.append('QEMU here (%s) is older than on the source (%s)'
+                        % (_qemu.version_string(have), _qemu.version_string(req['qemu_version'])))
+    if req['machine'] not in qemu['machines']:
+        problems.append('QEMU here (%s) does not know the machine type %s'
+                        % (_qemu.version_string(have or None), req['machine']))
+    if req['accel'] == 'kvm' and not facts['kvm'][0]:
+        problems.append('the guest runs with KVM and KVM is not usable here (%s)' % facts['kvm'][1])
+    for bridge in req['bridges']:
+        if bridge not in facts['bridges']:
+            problems.append('bridge %s does not exist here' % bridge)
+    return problems + list(facts['file_problems'])
+
+
+# -- deciding after an interrupted run -------------------------------------------
+def classify(record):
+    """What one copy of the guest is, from a status record: absent, running,
+    paused (a copy that is not an unfinished target), incoming-complete,
+    incoming-partial, busy (a phase runs there) or unknown."""
+    if not isinstance(record, dict):
+        return 'unknown'
+    if record.get('busy'):
+        return 'busy'
+    if not record.get('present'):
+        return 'absent'
+    run_state = record.get('run_state')
+    if not run_state:
+        return 'unknown'
+    if run_state == 'running':
+        return 'running'
+    if record.get('incoming'):
+        if run_state == 'paused' and record.get('migration_status') == 'completed':
+            return 'incoming-complete'
+        return 'incoming-partial'
+    return 'paused'
+
+
+def decide(source, target):
+    """Which copy to keep after an interrupted migration: 'source', 'target'
+    or None (the guest runs nowhere and none of its copies may be started).
+    Both hosts reach the same answer from the same two status records.
+
+    The newest state wins: a running copy; else a target that was finalized
+    (it may have run) or that holds a completed incoming migration the source
+    also saw complete; else the source, whose state is the newest as long as
+    the target never ran.
+    """
+    s, t = classify(source), classify(target)
+    for role, kind in (('source', s), ('target', t)):
+        if kind in ('busy', 'unknown'):
+            raise MigrationError('cannot decide: the %s copy is %s%s; take status again once no phase'
+                                 ' runs there' % (role, kind, ' (a phase is running there)' if kind == 'busy'
+                                                  else ' (its monitor did not answer)'))
+    if s.startswith('incoming'):
+        raise MigrationError('the copy on the source host is an unfinished migration target: are the'
+                             ' roles swapped?')
+    if s == 'running' and t == 'running':
+        raise MigrationError('the guest runs on both hosts: refusing to choose; stop one copy by hand'
+                             ' (the one whose disk writes you can lose)')
+    if s == 'running':
+        return {'keep': 'source', 'reason': 'the guest runs on the source'}
+    if t == 'running':
+        return {'keep': 'target', 'reason': 'the guest runs on the target'}
+    if t == 'paused':
+        return {'keep': 'target', 'reason': 'the target copy was finalized, so it may have run'}
+    if t == 'incoming-complete' and (s == 'absent' or source.get('migration_status') == 'completed'):
+        return {'keep': 'target', 'reason': 'the target holds the completed migration and the source'
+                                            ' is %s' % ('gone' if s == 'absent' else 'migrated away')}
+    if s == 'paused':
+        return {'keep': 'source', 'reason': 'the source holds the newest state (the target never ran)'}
+    return {'keep': None, 'reason': 'no copy holds a complete state: the guest runs nowhere and is'
+                                    ' not started'}
+
+
+# -- the phases ----------------------------------------------------------------------
+def run_phase(params, run, check_mode=False):
+    """Run one phase on this host; return its result (with ``warnings``)."""
+    phase = params.get('phase')
+    if phase not in PHASES:
+        raise ValidationError('unknown phase %r (choose from %s)' % (phase, ', '.join(PHASES)))
+    migration = Migration(params, run, check_mode)
+    result = getattr(migration, phase)()
+    result.setdefault('changed', False)
+    result.setdefault('actions', [])
+    result.update(phase=phase, name=migration.name, warnings=migration.warnings)
+    return result
+
+
+class Migration:
+    """One phase of one instance's migration on this host."""
+
+    def __init__(self, params, run, check_mode=False):
+        self.params = dict(DEFAULTS)
+        self.params.update((key, value) for key, value in params.items() if value is not None)
+        check_options(self.params)
+        self.name = params.get('name')
+        self.layout = HostLayout(self.params['run_dir'])
+        self.instance = Instance(self.layout, self.name, run,
+                                 monitor_timeout=float(self.params['monitor_timeout']))
+        self.paths = self.instance.paths
+        self.run = run
+        self.check_mode = check_mode
+        self.warnings = []
+
+    # -- common ----------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self):
+        """The instance lock of this host; check mode takes none (it writes nothing)."""
+        if self.check_mode:
+            yield
+            return
+        self.layout.ensure()
+        with instance_lock(self.paths, self.name, timeout=self.params['lock_timeout']):
+            yield
+
+    def observe(self, busy=False):
+        """(record, runtime) of the copy here; ``busy`` says another run holds
+        the lock, and then no monitor is opened (it may be held for minutes)."""
+        pid = self.instance.pid()
+        runtime = self.instance.runtime()
+        record = {
+            'present': pid is not None, 'pid': pid, 'state': None, 'run_state': None,
+            'migration_status': None, 'incoming': is_incoming(runtime), 'busy': busy,
+            'defined': os.path.exists(self.paths.definition), 'error': None,
+        }
+        if pid is None:
+            record['state'] = 'crashed' if self.instance.leftovers() else 'stopped'
+        elif busy:
+            record['state'] = 'unknown'
+        else:
+            try:
+                with self.instance.monitor() as qmp:
+                    run_state = qmp.execute('query-status')['status']
+                    migration = qmp.execute('query-migrate') or {}
+            except MonitorError as err:
+                record.update(state='unknown', error=err.msg)
+            else:
+                record.update(run_state=run_state, state=RUN_STATES.get(run_state, run_state),
+                              migration_status=migration.get('status'))
+        record['copy'] = classify(record)
+        return record, runtime
+
+    def resume(self, qmp):
+        """cont, then wait until QEMU says the guest runs."""
+        qmp.execute('cont')
+        deadline = time.monotonic() + RESUME_WAIT
+        while True:
+            run_state = qmp.execute('query-status')['status']
+            if run_state == 'running':
+                return
+            if time.monotonic() >= deadline:
+                raise MigrationError('the guest did not run within %.0f s of cont (run state %s)'
+                                     % (RESUME_WAIT, run_state), instance=self.name)
+            time.sleep(0.02)
+
+    def set_capabilities(self, qmp):
+        available = [c['capability'] for c in qmp.execute('query-migrate-capabilities')]
+        caps = capabilities(self.params, available)
+        qmp.execute('migrate-set-capabilities', {'capabilities': caps})
+        qmp.execute('migrate-set-parameters', parameters(self.params))
+        return dict((c['capability'], c['state']) for c in caps)
+
+    def discard(self, remove_definition):
+        """Kill the copy here (QMP quit, then SIGKILL to the identified process)
+        and remove its files; the definition too when the guest lives elsewhere.
+        True when anything was there."""
+        had = self.instance.pid() is not None or bool(self.instance.leftovers())
+        self.instance.stop(mode='kill')
+        if remove_definition or not os.path.exists(self.paths.definition):
+            had = bool(remove_quietly(self.paths.definition, self.paths.vnc_password)) or had
+        return had
+
+    def take_over(self, runtime, running):
+        """Make an incoming copy this host's instance: its definition, a runtime
+        that restarts it normally, and the guest resumed."""
+        spec = runtime['spec']
+        definition = (runtime.get('migration') or {}).get('definition') or spec
+        save_definition(self.paths, definition)
+        argv, _scripts = self.instance.prepare_argv(spec, runtime['argv'][0], runtime['accel'])
+        settled = make_runtime(argv, spec, runtime['accel'], runtime.get('qemu_version'))
+        settled['started_at'] = runtime.get('started_at', settled['started_at'])
+        settled['migrated_at'] = time.time()
+        save_runtime(self.paths, settled)
+        if not running:
+            with self.instance.monitor() as qmp:
+                self.resume(qmp)
+
+    # -- prepare (source) --------------------------------------------------
+    def prepare(self):
+        with self.locked():
+            record, runtime = self.observe()
+            definition = load_definition(self.paths)
+        if not record['present']:
+            raise StateError('does not run on this host (it is %s); only a running guest is migrated'
+                             % record['state'], instance=self.name)
+        if record['run_state'] != 'running':
+            raise StateError('is %s (QEMU run state %s), not running; only a running guest is migrated%s'
+                             % (record['state'], record['run_state'],
+                                ': %s' % record['error'] if record['error'] else ''), instance=self.name)
+        if record['migration_status'] in OUTGOING_MIGRATION:
+            raise StateError('a migration is already under way (status %s)' % record['migration_status'],
+                             instance=self.name)
+        if runtime is None:
+            raise StateError('runs without a runtime file, so it was not started by this collection',
+                             instance=self.name)
+        if record['incoming']:
+            raise StateError('arrived here by a migration that was never finalized; run the recover'
+                             ' phase first', instance=self.name)
+        return {
+            'pid': record['pid'],
+            'run_state': record['run_state'],
+            'runtime': runtime,
+            'definition': definition,
+            'requirements': requirements_of(runtime),
+        }
+
+    # -- accept (target) ---------------------------------------------------
+    def accept(self):
+        given = self.params['runtime']
+        runtime, spec = self._checked_runtime(given)
+        definition = self._checked_definition(self.params['definition'])
+        address = listen_address(self.params['migration_address'])
+        low, high = parse_port_range(self.params['migration_ports'])
+        if ipaddress.ip_address(address).is_unspecified:
+            self.warnings.append('migration_address %s listens on every address of this host' % address)
+        req = requirements_of(runtime)
+        qemu = _qemu.query_binary(self.run, _qemu.find_qemu(spec['qemu_binary']))
+        facts = self._target_facts(spec, req, qemu)
+        problems = target_problems(req, facts)
+        record, _old = self.observe()
+        if record['present']:
+            problems.insert(0, 'an instance named %s already runs here (pid %d, %s)'
+                            % (self.name, record['pid'], record['state']))
+        if req['vnc_password'] and self.params['vnc_password'] is None and \
+                self.instance.vnc_password() is None:
+            problems.append('the guest\'s VNC display has a password: pass vnc_password')
+        if problems:
+            raise MigrationError('refusing to accept the guest: %s' % '; '.join(problems),
+                                 instance=self.name, problems=problems)
+        if os.path.exists(self.paths.definition):
+            self.warnings.append('the stored definition of %s here is replaced when the migration is'
+                                 ' finalized' % self.name)
+        result = {
+            'changed': True, 'actions': ['start_incoming', 'listen'],
+            'address': address, 'port': None, 'uri': None, 'busy_ports': [], 'pid': None,
+            'qemu_version': _qemu.version_string(qemu['version']),
+            'memory': {'available_mb': facts['available_mb'],
+                       'required_mb': req['memory_mb'] + facts['margin_mb']},
+        }
+        if self.check_mode:
+            return result
+        with self.locked():
+            pid = self._start_incoming(runtime, spec, definition, qemu)
+            try:
+                with self.instance.monitor() as qmp:
+                    result['capabilities'] = self.set_capabilities(qmp)
+                    port, busy = self._listen(qmp, address, low, high)
+            except BaseException:
+                self.discard(remove_definition=False)
+                raise
+        result.update(pid=pid, port=port, uri=tcp_uri(address, port), busy_ports=busy)
+        return result
+
+    def _checked_runtime(self, given):
+        """The source's runtime, checked, with its spec normalised again."""
+        if not isinstance(given, dict) or given.get('format') != RUNTIME_FORMAT or \
+                not isinstance(given.get('argv'), list) or not given['argv'] or \
+                not isinstance(given.get('spec'), dict) or given.get('accel') not in ('kvm', 'tcg'):
+            raise ValidationError('runtime must be the runtime returned by the prepare phase'
+                                  ' (format %d, with argv, spec and accel)' % RUNTIME_FORMAT,
+                                  instance=self.name)
+        source_spec = given['spec']
+        if source_spec.get('name') != self.name:
+            raise ValidationError('runtime is that of instance %r, not %s'
+                                  % (source_spec.get('name'), self.name), instance=self.name)
+        if not source_spec.get('machine'):
+            raise ValidationError('runtime has no machine type', instance=self.name)
+        spec = normalize_spec(self.name, dict((k, v) for k, v in source_spec.items() if k in SPEC_DEFAULTS))
+        version = given.get('qemu_version')
+        runtime = dict(given, spec=spec, qemu_version=list(version) if version else None)
+        return runtime, spec
+
+    def _checked_definition(self, given):
+        if given is None:
+            return None
+        if not isinstance(given, dict):
+            raise ValidationError('definition must be a dictionary (the prepare phase\'s definition)',
+                                  instance=self.name)
+        definition = normalize_spec(self.name, dict((k, v) for k, v in given.items() if k in SPEC_DEFAULTS))
+        definition['machine'] = given.get('machine')
+        return definition
+
+    def _target_facts(self, spec, req, qemu):
+        file_problems = []
+        try:
+            check_host_files(spec)
+        except ValidationError as err:
+            file_problems.append(err.msg)
+        for other in self.layout.defined_names():
+            if other != self.name:
+                clashes = shared_disks(spec, load_definition(self.layout.paths(other)) or {})
+                if clashes:
+                    file_problems.append('disk %s is used by instance %s here' % (clashes[0], other))
+        bridges = set(b for b in req['bridges'] if os.path.isdir('/sys/class/net/%s/bridge' % b))
+        return {
+            'available_mb': available_kib(parse_meminfo(read_text(os.path.join(PROC, 'meminfo')))) // 1024,
+            'margin_mb': self.params['memory_margin_mb'],
+            'qemu': qemu,
+            'kvm': _qemu.kvm_usable() if req['accel'] == 'kvm' else (True, None),
+            'bridges': bridges,
+            'file_problems': file_problems,
+        }
+
+    def _start_incoming(self, runtime, spec, definition, qemu):
+        if self.instance.pid() is not None:
+            raise StateError('already runs here', instance=self.name)
+        password = self.params['vnc_password']
+        if password is not None:
+            write_atomic(self.paths.vnc_password, password + '\n', mode=0o600)
+        argv, _scripts = self.instance.prepare_argv(spec, qemu['path'], runtime['accel'], incoming='defer')
+        pid = self.instance.start(argv, spec, runtime['accel'], qemu_version=qemu['version'], paused=True)
+        mine = self.instance.runtime()
+        mine['migration'] = {'definition': definition, 'source_started_at': runtime.get('started_at'),
+                             'accepted_at': time.time()}
+        save_runtime(self.paths, mine)
+        return pid
+
+    def _listen(self, qmp, address, low, high):
+        busy = []
+        for port in range(low, high + 1):
+            uri = tcp_uri(address, port)
+            try:
+                qmp.execute('migrate-incoming', {'uri': uri})
+            except MonitorError as err:
+                if BUSY_PORT in (err.desc or ''):
+                    busy.append(port)
+                    continue
+                raise MigrationError('cannot listen on %s: %s' % (uri, err.desc or err.msg),
+                                     instance=self.name)
+            return port, busy
+        raise MigrationError('every port of %d-%d on %s is in use' % (low, high, address),
+                             instance=self.name, busy_ports=busy)
+
+    # -- migrate (source) --------------------------------------------------
+    def migrate(self):
+        uri = self.params['uri']
+        parse_uri(uri)
+        with self.locked():
+            if self.instance.pid() is None:
+                raise StateError('does not run on this host', instance=self.name)
+            with self.instance.monitor() as qmp:
+                return self._migrate(qmp, uri)
+
+    def _migrate(self, qmp, uri):
+        run_state = qmp.execute('query-status')['status']
+        status = (qmp.execute('query-migrate') or {}).get('status')
+        if run_state not in ('running', 'paused'):
+            raise StateError('is %s (QEMU run state %s); only a running or paused guest is migrated%s'
+                             % (RUN_STATES.get(run_state, run_state), run_state,
+                                '; after a completed migration run confirm' if run_state == 'postmigrate'
+                                else ''), instance=self.name)
+        if status in OUTGOING_MIGRATION:
+            raise StateError('a migration is already under way (status %s)' % status, instance=self.name)
+        available = [c['capability'] for c in qmp.execute('query-migrate-capabilities')]
+        caps = capabilities(self.params, available)
+        params = parameters(self.params)
+        pause = not self.params['live'] and run_state == 'running'
+        result = {
+            'changed': True, 'uri': uri, 'status': None, 'stats': None,
+            'actions': (['pause'] if pause else []) + ['set_capabilities', 'set_parameters', 'migrate'],
+            'capabilities': dict((c['capability'], c['state']) for c in caps),
+            'parameters': params,
+        }
+        if self.check_mode:
+            return result
+        qmp.execute('migrate-set-capabilities', {'capabilities': caps})
+        qmp.execute('migrate-set-parameters', params)
+        if pause:
+            qmp.execute('stop')
+        qmp.drain_events()
+        started = time.monotonic()
+        try:
+            qmp.execute('migrate', {'uri': uri})
+        except MonitorError as err:
+            self._after_failure(qmp, pause)
+            raise MigrationError('migrate to %s was refused: %s' % (uri, err.desc or err.msg),
+                                 instance=self.name, status='failed')
+        try:
+            outcome, event, seen_at = self._wait(qmp, started)
+        except MonitorTimeout as err:
+            raise MigrationError('the source\'s monitor stopped answering during the migration (%s);'
+                                 ' QEMU holds it while it sends the final state, so the target has'
+                                 ' probably stopped reading: the guest stays paused on the source until'
+                                 ' the connection breaks (kill the target QEMU)' % err.msg,
+                                 instance=self.name, status='unknown')
+        if outcome in ('stalled', 'timeout'):
+            status = self._cancel(qmp)
+        else:
+            status = outcome
+        info = self._settled_info(qmp)
+        stats = extract_stats(info)
+        if status != 'completed':
+            source_state = self._after_failure(qmp, pause)
+            why = {
+                'stalled': 'no progress for %d s (transferred bytes stayed at %s)'
+                           % (self.params['stall_timeout'], stats['transferred_bytes']),
+                'timeout': 'not done within the timeout of %d s' % self.params['timeout'],
+            }.get(outcome, 'QEMU reports it %s%s' % (status, ': %s' % stats['error'] if stats['error'] else ''))
+            raise MigrationError('migration to %s did not complete: %s; the migration was %s and the'
+                                 ' guest is %s on the source' % (uri, why, status, source_state),
+                                 instance=self.name, status=status, reason=outcome, stats=stats,
+                                 source_run_state=source_state)
+        result.update(status=status, stats=stats, timing=self._timing(event, started, seen_at))
+        return result
+
+    def _wait(self, qmp, started):
+        """(outcome, event, seen_at): outcome is a terminal status, 'stalled'
+        or 'timeout'; event the terminal MIGRATION event when one was seen;
+        seen_at the wall-clock time the outcome was seen."""
+        progress = Progress(started, self.params['timeout'], self.params['stall_timeout'])
+        switched = False
+
+        def terminal(event):
+            return (event.get('data') or {}).get('status') in TERMINAL
+
+        while True:
+            info = qmp.execute('query-migrate') or {}
+            status = info.get('status')
+            if status in TERMINAL:
+                return status, self._find_event(qmp, status), time.time()
+            ram = info.get('ram') or {}
+            verdict = progress.sample(time.monotonic(), ram.get('transferred', 0))
+            if verdict:
+                return verdict, None, time.time()
+            if self.params['postcopy'] and not switched and status == 'active' and \
+                    ram.get('dirty-sync-count', 0) >= 2:
+                qmp.execute('migrate-start-postcopy')
+                switched = True
+            try:
+                event = qmp.wait_event('MIGRATION', timeout=POLL_INTERVAL, predicate=terminal)
+            except MonitorTimeout:
+                continue
+            return event['data']['status'], event, time.time()
+
+    @staticmethod
+    def _find_event(qmp, status):
+        for event in reversed(qmp.drain_events()):
+            if event.get('event') == 'MIGRATION' and (event.get('data') or {}).get('status') == status:
+                return event
+        return None
+
+    def _cancel(self, qmp):
+        status = (qmp.execute('query-migrate') or {}).get('status')
+        if status in POSTCOPY_STATES:
+            raise MigrationError('the migration is in postcopy (%s) and cannot be cancelled: the guest\'s'
+                                 ' memory is split between the hosts; leave both QEMUs alone and see the'
+                                 ' QEMU documentation on migrate-recover' % status, instance=self.name,
+                                 status=status)
+        if status in TERMINAL:
+            return status
+        qmp.execute('migrate_cancel')
+        try:
+            event = qmp.wait_event('MIGRATION', timeout=CANCEL_WAIT,
+                                   predicate=lambda e: (e.get('data') or {}).get('status') in TERMINAL)
+            return event['data']['status']
+        except MonitorTimeout:
+            status = (qmp.execute('query-migrate') or {}).get('status')
+            if status in TERMINAL:
+                return status
+            raise MigrationError('migrate_cancel did not end the migration within %.0f s (status %s)'
+                                 % (CANCEL_WAIT, status), instance=self.name, status=status)
+
+    def _settled_info(self, qmp):
+        deadline = time.monotonic() + STATS_SETTLE
+        while True:
+            info = qmp.execute('query-migrate') or {}
+            if stats_settled(info) or time.monotonic() >= deadline:
+                return info
+            time.sleep(STATS_RETRY)
+
+    def _after_failure(self, qmp, paused_by_us):
+        """Resume a source this run paused (QEMU resumes one it paused itself);
+        the source's run state afterwards."""
+        if paused_by_us:
+            self.resume(qmp)
+        return qmp.execute('query-status')['status']
+
+    @staticmethod
+    def _timing(event, started, seen_at):
+        """How long the phase waited, and how soon after QEMU's completion
+        event (its own timestamp) the run saw it and had its statistics."""
+        now = time.time()
+        timing = {'wait_s': round(time.monotonic() - started, 3), 'completed_at': None,
+                  'completion_seen_after_ms': None, 'returned_after_ms': None}
+        if event and event.get('timestamp'):
+            stamp = event['timestamp']['seconds'] + event['timestamp']['microseconds'] / 1e6
+            timing.update(completed_at=stamp,
+                          completion_seen_after_ms=round((seen_at - stamp) * 1000, 1),
+                          returned_after_ms=round((now - stamp) * 1000, 1))
+        return timing
+
+    # -- finalize (target) -------------------------------------------------
+    def finalize(self):
+        success = self._success()
+        with self.locked():
+            record, runtime = self.observe()
+            if success:
+                return self._finalize_success(record, runtime)
+            return self._finalize_failure(record, runtime)
+
+    def _success(self):
+        success = self.params['success']
+        if not isinstance(success, bool):
+            raise ValidationError('success (true or false) is required', instance=self.name)
+        return success
+
+    def _finalize_success(self, record, runtime):
+        if not record['present']:
+            raise MigrationError('no incoming QEMU runs here (it is %s); nothing to finalize'
+                                 % record['state'], instance=self.name)
+        if not record['incoming']:
+            if record['run_state'] == 'running':
+                return {'state': 'running', 'pid': record['pid']}
+            raise StateError('is %s here and not an incoming migration; refusing to finalize'
+                             % record['state'], instance=self.name)
+        if record['copy'] == 'running':
+            # resumed by an earlier run that stopped before writing the runtime
+            actions = ['define', 'write_runtime']
+        elif record['copy'] == 'incoming-complete':
+            actions = ['define', 'write_runtime', 'resume']
+        else:
+            raise MigrationError('the incoming migration is not complete here (QEMU run state %s,'
+                                 ' migration status %s); finalize with success: false'
+                                 % (record['run_state'], record['migration_status']),
+                                 instance=self.name)
+        if not self.check_mode:
+            self.take_over(runtime, running=record['copy'] == 'running')
+        return {'changed': True, 'actions': actions, 'state': 'running', 'pid': record['pid']}
+
+    def _finalize_failure(self, record, runtime):
+        if record['present'] and record['copy'] not in ('incoming-partial', 'incoming-complete'):
+            raise MigrationError('the copy here is %s (run state %s), not an unfinished incoming'
+                                 ' migration: it is the guest; refusing to kill it'
+                                 % (record['copy'], record['run_state']), instance=self.name)
+        if not record['present'] and runtime is not None and not record['incoming']:
+            raise MigrationError('the files here are those of a finalized instance, not of an incoming'
+                                 ' migration; refusing to remove them', instance=self.name)
+        leftovers = self.instance.leftovers()
+        actions = (['kill'] if record['present'] else []) + (['clean'] if leftovers else [])
+        if not self.check_mode and actions:
+            self.discard(remove_definition=False)
+        return {'changed': bool(actions), 'actions': actions, 'target_dead': True, 'state': 'stopped'}
+
+    # -- confirm (source) --------------------------------------------------
+    def confirm(self):
+        success = self._success()
+        with self.locked():
+            record, _runtime = self.observe()
+            if record['copy'] in ('busy', 'unknown'):
+                raise MigrationError('cannot tell what the copy here is: %s' % record['error'],
+                                     instance=self.name)
+            if success:
+                return self._confirm_success(record)
+            return self._confirm_failure(record)
+
+    def _confirm_success(self, record):
+        if record['present'] and not (record['run_state'] == 'postmigrate' and
+                                      record['migration_status'] == 'completed'):
+            raise MigrationError('the source copy is %s (run state %s, migration status %s), not migrated'
+                                 ' away: the migration did not complete here; refusing to stop it'
+                                 % (record['state'], record['run_state'], record['migration_status']),
+                                 instance=self.name)
+        actions = []
+        if record['present']:
+            actions.append('kill')
+        if self.instance.leftovers() and not record['present']:
+            actions.append('clean')
+        if os.path.exists(self.paths.definition) or os.path.exists(self.paths.vnc_password):
+            actions.append('undefine')
+        if not self.check_mode and actions:
+            self.discard(remove_definition=True)
+        return {'changed': bool(actions), 'actions': actions, 'state': 'absent'}
+
+    def _confirm_failure(self, record):
+        if not record['present']:
+            raise MigrationError('the source copy is gone (%s): nothing to resume here; run status on'
+                                 ' both hosts and then recover' % record['state'], instance=self.name)
+        if record['run_state'] == 'running' and record['migration_status'] not in OUTGOING_MIGRATION:
+            return {'state': 'running', 'pid': record['pid']}
+        if not self.params['target_confirmed_dead']:
+            raise MigrationError('refusing to resume the source copy (run state %s, migration status %s)'
+                                 ' while the target copy may be alive: run finalize with success: false'
+                                 ' on the target first, then pass target_confirmed_dead: true'
+                                 % (record['run_state'], record['migration_status']), instance=self.name)
+        cancel = record['migration_status'] in OUTGOING_MIGRATION
+        actions = (['cancel'] if cancel else []) + ['resume']
+        if not self.check_mode:
+            with self.instance.monitor() as qmp:
+                if cancel:
+                    self._cancel(qmp)
+                if qmp.execute('query-status')['status'] != 'running':
+                    self.resume(qmp)
+        return {'changed': True, 'actions': actions, 'state': 'running', 'pid': record['pid']}
+
+    # -- status and recover (either) ----------------------------------------
+    def status(self):
+        held = set()
+        if os.path.exists(self.paths.lock):
+            held = parse_locks(read_text(os.path.join(PROC, 'locks')))
+        record, _runtime = self.observe(busy=flock_held(self.paths.lock, held))
+        return record
+
+    def recover(self):
+        role = self.params['role']
+        if role not in ROLES:
+            raise ValidationError('role must be source or target', instance=self.name)
+        peer = self.params['peer_status']
+        if not isinstance(peer, dict) or 'present' not in peer:
+            raise ValidationError('peer_status must be the status phase\'s result on the other host',
+                                  instance=self.name)
+        with self.locked():
+            local, runtime = self.observe()
+            expected = self.params['local_status']
+            if expected is not None and classify(expected) != local['copy']:
+                raise MigrationError('the copy here changed since status was taken (%s, now %s); take'
+                                     ' status on both hosts again' % (classify(expected), local['copy']),
+                                     instance=self.name)
+            pair = (local, peer) if role == 'source' else (peer, local)
+            decision = decide(*pair)
+            keep = decision['keep']
+            result = {'decision': keep, 'reason': decision['reason'], 'copy': local['copy']}
+            if keep == role:
+                actions = self._adopt_actions(local)
+                if not self.check_mode and actions:
+                    if local['incoming']:
+                        self.take_over(runtime, running=local['copy'] == 'running')
+                    else:
+                        with self.instance.monitor() as qmp:
+                            self.resume(qmp)
+                result.update(state='running')
+            else:
+                actions = ['discard'] if local['present'] or self.instance.leftovers() else []
+                remove_definition = keep is not None
+                if remove_definition and (local['defined'] or os.path.exists(self.paths.vnc_password)):
+                    actions.append('undefine')
+                if not self.check_mode and actions:
+                    self.discard(remove_definition=remove_definition)
+                result.update(state='absent' if keep is not None else 'stopped')
+                if keep is None:
+                    self.warnings.append('instance %s runs nowhere: %s' % (self.name, decision['reason']))
+        result.update(changed=bool(actions), actions=actions)
+        return result
+
+    @staticmethod
+    def _adopt_actions(local):
+        if local['incoming']:
+            return ['define', 'write_runtime'] + ([] if local['copy'] == 'running' else ['resume'])
+        return [] if local['copy'] == 'running' else ['resume']
+

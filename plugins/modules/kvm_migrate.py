@@ -1,0 +1,542 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r'''
+---
+module: kvm_migrate
+short_description: Live-migrate a QEMU/KVM guest between two nodes, one phase at a time
+version_added: 0.1.0
+description:
+  - Moves a running guest started by M(hvops.kvm.kvm_instance) from a source node to
+    a target node, without libvirt. A play runs the phases in order, each on the node
+    it names, and passes each phase's result to the next one.
+  - C(prepare) (source) checks that the guest runs here and is ours, and returns its
+    runtime (the exact argv and spec) and what the target needs.
+  - C(accept) (target) refuses the guest when this node lacks memory, a disk or kernel
+    file (storage must be shared), a bridge, KVM when the guest uses it, or a QEMU
+    as new as the source's that knows the guest's machine type, or when an instance
+    of that name runs here. Otherwise it starts QEMU from the source's runtime,
+    rebuilt for this node's paths (same machine type, accelerator and MACs), paused
+    with C(-incoming defer), and makes it listen on the first free port of
+    O(migration_ports). It returns the URI to migrate to.
+  - C(migrate) (source) sets the migration capabilities and parameters explicitly on
+    every run, starts the migration and waits on QEMU's C(MIGRATION) events, so it
+    returns within milliseconds of the end. When the transferred bytes stop growing
+    for O(stall_timeout) seconds, or the migration is not done within O(timeout), it
+    is cancelled and the guest keeps running on the source. Returns statistics.
+  - C(finalize) (target) with O(success=true) resumes the guest here and stores its
+    definition and runtime, so that M(hvops.kvm.kvm_instance) manages it from now on.
+    With O(success=false) it kills the incoming QEMU and removes its files.
+  - C(confirm) (source) with O(success=true) stops the migrated-away copy and removes
+    its files and definition. With O(success=false) it resumes the guest on the
+    source, but only with O(target_confirmed_dead=true).
+  - C(status) (either) reports the copy on this node; C(recover) (either) takes the
+    other node's status and, after an interrupted run, keeps exactly one copy of the
+    guest. Both nodes decide alike from the same two status results.
+  - The target's QEMU is resumed only by C(finalize) with O(success=true), and only
+    when its incoming migration has completed; until then the guest belongs to the
+    source. C(finalize) with O(success=false) never kills a copy that was resumed, and
+    C(confirm) with O(success=false) never resumes the source unless told the target
+    is dead, so a guest does not run twice.
+  - Each phase holds the instance's lock on its node while it runs.
+author:
+  - hvops.kvm developers
+extends_documentation_fragment:
+  - hvops.kvm.host
+attributes:
+  check_mode:
+    support: full
+    details: Every phase runs its checks and reports the actions it would take; nothing is started, stopped, written or sent.
+  diff_mode:
+    support: none
+options:
+  name:
+    description:
+      - Instance name.
+    type: str
+    required: true
+  phase:
+    description:
+      - The phase to run on this node; see the description.
+    type: str
+    required: true
+    choices: [prepare, accept, migrate, finalize, confirm, status, recover]
+  lock_timeout:
+    description:
+      - Seconds to wait for another run on the same instance to finish.
+    type: int
+    default: 60
+  runtime:
+    description:
+      - C(accept) only, required there. The C(runtime) the C(prepare) phase returned.
+    type: dict
+  definition:
+    description:
+      - C(accept) only. The C(definition) the C(prepare) phase returned; it is stored on
+        the target when the migration is finalized. Without it the running spec is
+        stored.
+    type: dict
+  vnc_password:
+    description:
+      - C(accept) only. The guest's VNC password, needed when its VNC display has one
+        (C(requirements.vnc_password) of C(prepare)). Never logged.
+    type: str
+  migration_address:
+    description:
+      - C(accept) only. The target's IP address the incoming QEMU listens on; it must
+        be reachable from the source. Set it to the target's address on the
+        migration network for a real two-node migration.
+    type: str
+    default: 127.0.0.1
+  migration_ports:
+    description:
+      - C(accept) only. Port or port range (C(LOW-HIGH)) to listen on; a port in use
+        is skipped for the next.
+    type: str
+    default: 49152-49215
+  memory_margin_mb:
+    description:
+      - C(accept) only. MiB the target must have available (C(MemAvailable)) beyond the
+        guest's memory, for QEMU's own needs.
+    type: int
+    default: 128
+  uri:
+    description:
+      - C(migrate) only, required there. The C(uri) the C(accept) phase returned
+        (C(tcp:HOST:PORT)).
+    type: str
+  live:
+    description:
+      - C(migrate) only. With C(false) the guest is paused for the whole migration
+        (and resumed on the source when it fails).
+    type: bool
+    default: true
+  max_bandwidth_mib:
+    description:
+      - C(migrate) only. Bandwidth limit in MiB/s; C(0) means unlimited (QEMU's own
+        default would be 128 MiB/s).
+    type: int
+    default: 0
+  downtime_limit_ms:
+    description:
+      - C(migrate) only. Longest pause of the guest allowed at switch-over, in ms.
+    type: int
+    default: 300
+  auto_converge:
+    description:
+      - C(migrate) only. Throttle the guest's vCPUs when it dirties memory faster than
+        it is sent.
+    type: bool
+    default: false
+  xbzrle:
+    description:
+      - C(migrate) only. Send pages dirtied again as compressed deltas.
+    type: bool
+    default: false
+  xbzrle_cache_mb:
+    description:
+      - C(migrate) only. Size of the XBZRLE page cache in MiB.
+    type: int
+    default: 64
+  multifd:
+    description:
+      - C(accept) and C(migrate); give the same value to both. Send memory over
+        several connections.
+    type: bool
+    default: false
+  multifd_channels:
+    description:
+      - C(accept) and C(migrate); give the same value to both. Number of connections
+        with O(multifd).
+    type: int
+    default: 2
+  postcopy:
+    description:
+      - C(accept) and C(migrate); give the same value to both. Switch to post-copy
+        after the first pass over memory, which bounds the time a busy guest needs.
+      - The target stays paused until C(finalize), so the guest is paused from the
+        switch to the end. A migration in post-copy cannot be cancelled.
+    type: bool
+    default: false
+  return_path:
+    description:
+      - C(migrate) only. The target reports back, so that the source calls the
+        migration completed only once the target has loaded the guest's state.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - C(migrate) only. Seconds after which an unfinished migration is cancelled; C(0)
+        waits for ever.
+    type: int
+    default: 600
+  stall_timeout:
+    description:
+      - C(migrate) only. Seconds without progress (no byte sent) after which the
+        migration is cancelled.
+    type: int
+    default: 30
+  success:
+    description:
+      - C(finalize) and C(confirm), required there. Whether the C(migrate) phase
+        completed.
+    type: bool
+  target_confirmed_dead:
+    description:
+      - C(confirm) with O(success=false) only. Set it once C(finalize) with
+        O(success=false) has succeeded on the target (its C(target_dead)). Without it
+        the source is not resumed, since it cannot see whether the target runs.
+    type: bool
+    default: false
+  role:
+    description:
+      - C(recover) only, required there. Whether this node was the migration's
+        C(source) or its C(target).
+    type: str
+    choices: [source, target]
+  peer_status:
+    description:
+      - C(recover) only, required there. The result of the C(status) phase on the
+        other node.
+    type: dict
+  local_status:
+    description:
+      - C(recover) only. The result of the C(status) phase on this node, taken with
+        O(peer_status). When the copy here has changed since, nothing is done.
+    type: dict
+notes:
+  - Storage must be shared; disk images are never copied.
+  - The incoming QEMU listens without encryption; keep migration traffic on a trusted
+    network.
+seealso:
+  - module: hvops.kvm.kvm_instance
+  - module: hvops.kvm.kvm_node_facts
+'''
+
+EXAMPLES = r'''
+# Inventory: the source node is "node1", the target "node2".
+- name: Prepare on the source
+  hvops.kvm.kvm_migrate:
+    name: web
+    phase: prepare
+  delegate_to: node1
+  register: prepared
+
+- name: Accept on the target
+  hvops.kvm.kvm_migrate:
+    name: web
+    phase: accept
+    runtime: "{{ prepared.runtime }}"
+    definition: "{{ prepared.definition }}"
+    migration_address: 192.0.2.12
+  delegate_to: node2
+  register: accepted
+
+- name: Migrate, then finalize and confirm either way
+  block:
+    - name: Migrate
+      hvops.kvm.kvm_migrate:
+        name: web
+        phase: migrate
+        uri: "{{ accepted.uri }}"
+        stall_timeout: 60
+      delegate_to: node1
+      register: migrated
+  always:
+    - name: Finalize on the target
+      hvops.kvm.kvm_migrate:
+        name: web
+        phase: finalize
+        success: "{{ migrated is succeeded }}"
+      delegate_to: node2
+      register: finalized
+
+    - name: Confirm on the source
+      hvops.kvm.kvm_migrate:
+        name: web
+        phase: confirm
+        success: "{{ migrated is succeeded }}"
+        target_confirmed_dead: "{{ finalized.target_dead | default(false) }}"
+      delegate_to: node1
+
+# After a run that was cut off: look at both nodes, then let each one act.
+- name: Status on both nodes
+  hvops.kvm.kvm_migrate:
+    name: web
+    phase: status
+  delegate_to: "{{ item }}"
+  loop: [node1, node2]
+  register: seen
+
+- name: Recover on both nodes
+  hvops.kvm.kvm_migrate:
+    name: web
+    phase: recover
+    role: "{{ item.0 }}"
+    local_status: "{{ item.1 }}"
+    peer_status: "{{ item.2 }}"
+  delegate_to: "{{ item.1.item }}"
+  loop:
+    - [source, "{{ seen.results[0] }}", "{{ seen.results[1] }}"]
+    - [target, "{{ seen.results[1] }}", "{{ seen.results[0] }}"]
+'''
+
+RETURN = r'''
+phase:
+  description: The phase that ran.
+  returned: always
+  type: str
+  sample: migrate
+name:
+  description: Instance name.
+  returned: always
+  type: str
+actions:
+  description: What the phase did (in check mode, would do), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [set_capabilities, set_parameters, migrate]
+pid:
+  description: Process id of the copy on this node.
+  returned: prepare, accept, finalize, confirm, status
+  type: int
+run_state:
+  description: QEMU's run state of the copy on this node (C(query-status)).
+  returned: prepare, status
+  type: str
+  sample: running
+runtime:
+  description: The guest's runtime on the source (argv, spec, accelerator, QEMU version); pass it to C(accept).
+  returned: prepare
+  type: dict
+definition:
+  description: The guest's stored definition on the source; pass it to C(accept).
+  returned: prepare
+  type: dict
+requirements:
+  description: What the target needs.
+  returned: prepare
+  type: dict
+  contains:
+    memory_mb:
+      description: Guest memory.
+      type: int
+    vcpus:
+      description: Virtual CPUs.
+      type: int
+    machine:
+      description: Versioned machine type the target's QEMU must know.
+      type: str
+    accel:
+      description: Accelerator the guest runs with (C(kvm) or C(tcg)).
+      type: str
+    qemu_version:
+      description: Source QEMU version; the target's must be the same or newer.
+      type: list
+      elements: int
+    files:
+      description: Disk, kernel and initrd paths the target must see (shared storage).
+      type: list
+      elements: str
+    bridges:
+      description: Bridges the guest's NICs attach to.
+      type: list
+      elements: str
+    vnc_password:
+      description: Whether the guest's VNC display has a password (pass it to C(accept)).
+      type: bool
+uri:
+  description: C(accept) the URI the target listens on, for C(migrate); C(migrate) the URI it migrated to.
+  returned: accept, migrate
+  type: str
+  sample: tcp:192.0.2.12:49152
+address:
+  description: Address the target listens on.
+  returned: accept
+  type: str
+port:
+  description: Port the target listens on.
+  returned: accept
+  type: int
+busy_ports:
+  description: Ports of the range skipped because they were in use.
+  returned: accept
+  type: list
+  elements: int
+qemu_version:
+  description: The target's QEMU version.
+  returned: accept
+  type: str
+memory:
+  description: C(available_mb) on the target and C(required_mb) (guest plus margin).
+  returned: accept
+  type: dict
+capabilities:
+  description: Migration capabilities set, by name.
+  returned: accept, migrate
+  type: dict
+  sample: {events: true, return-path: true, auto-converge: false, multifd: false}
+parameters:
+  description: Migration parameters set (C(max-bandwidth) in bytes/s, C(downtime-limit) in ms).
+  returned: migrate
+  type: dict
+status:
+  description: Final migration status (C(completed)); a failed migration fails the task with C(status), C(reason) and C(stats).
+  returned: migrate
+  type: str
+  sample: completed
+stats:
+  description: Statistics read after completion, from C(query-migrate).
+  returned: migrate
+  type: dict
+  contains:
+    total_time_ms:
+      description: Duration of the migration.
+      type: int
+    downtime_ms:
+      description: How long the guest was paused at switch-over.
+      type: int
+    setup_time_ms:
+      description: Setup time.
+      type: int
+    transferred_bytes:
+      description: Bytes sent.
+      type: int
+    throughput_mbps:
+      description: QEMU's last measured throughput in megabits per second.
+      type: float
+    average_mib_s:
+      description: Bytes sent over total time, in MiB/s.
+      type: float
+    passes:
+      description: Passes over the guest's memory (dirty-sync-count).
+      type: int
+    dirty_pages_rate:
+      description: Pages dirtied per second in the last pass.
+      type: int
+    dirty_rate_mib_s:
+      description: The same in MiB/s.
+      type: float
+timing:
+  description:
+    - C(wait_s) how long the phase waited for the migration; C(completed_at) QEMU's
+      timestamp of its completion event; C(completion_seen_after_ms) and
+      C(returned_after_ms) how long after that event the phase saw it and was done.
+  returned: migrate
+  type: dict
+state:
+  description: What the copy on this node is after the phase (C(running), C(stopped), C(absent), ...).
+  returned: finalize, confirm, recover, status
+  type: str
+target_dead:
+  description: No incoming QEMU of the instance lives on the target any more; pass it to C(confirm) as O(target_confirmed_dead).
+  returned: finalize with success=false
+  type: bool
+present:
+  description: A QEMU of the instance lives on this node.
+  returned: status
+  type: bool
+migration_status:
+  description: C(query-migrate) status of the copy here (outgoing on a source, incoming on a target).
+  returned: status
+  type: str
+incoming:
+  description: The copy here is a migration target not yet finalized.
+  returned: status
+  type: bool
+busy:
+  description: Another run holds the instance's lock; the monitor was not asked.
+  returned: status
+  type: bool
+defined:
+  description: A definition of the instance is stored on this node.
+  returned: status
+  type: bool
+copy:
+  description:
+    - What the copy here is, for C(recover) (C(status)) or before it acted (C(recover)):
+      C(absent), C(running), C(paused), C(incoming-complete), C(incoming-partial),
+      C(busy) or C(unknown).
+  returned: status, recover
+  type: str
+decision:
+  description: Which copy C(recover) keeps, C(source), C(target) or null when the guest runs nowhere.
+  returned: recover
+  type: str
+reason:
+  description: Why.
+  returned: recover
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import KvmError
+from ansible_collections.hvops.kvm.plugins.module_utils._migration import DEFAULTS, PHASES, ROLES, run_phase
+
+
+def main():
+    argument_spec = dict(
+        name=dict(type='str', required=True),
+        phase=dict(type='str', required=True, choices=list(PHASES)),
+        lock_timeout=dict(type='int', default=DEFAULTS['lock_timeout']),
+        runtime=dict(type='dict'),
+        definition=dict(type='dict'),
+        vnc_password=dict(type='str', no_log=True),
+        migration_address=dict(type='str', default=DEFAULTS['migration_address']),
+        migration_ports=dict(type='str', default=DEFAULTS['migration_ports']),
+        memory_margin_mb=dict(type='int', default=DEFAULTS['memory_margin_mb']),
+        uri=dict(type='str'),
+        live=dict(type='bool', default=DEFAULTS['live']),
+        max_bandwidth_mib=dict(type='int', default=DEFAULTS['max_bandwidth_mib']),
+        downtime_limit_ms=dict(type='int', default=DEFAULTS['downtime_limit_ms']),
+        auto_converge=dict(type='bool', default=DEFAULTS['auto_converge']),
+        xbzrle=dict(type='bool', default=DEFAULTS['xbzrle']),
+        xbzrle_cache_mb=dict(type='int', default=DEFAULTS['xbzrle_cache_mb']),
+        multifd=dict(type='bool', default=DEFAULTS['multifd']),
+        multifd_channels=dict(type='int', default=DEFAULTS['multifd_channels']),
+        postcopy=dict(type='bool', default=DEFAULTS['postcopy']),
+        return_path=dict(type='bool', default=DEFAULTS['return_path']),
+        timeout=dict(type='int', default=DEFAULTS['timeout']),
+        stall_timeout=dict(type='int', default=DEFAULTS['stall_timeout']),
+        success=dict(type='bool'),
+        target_confirmed_dead=dict(type='bool', default=DEFAULTS['target_confirmed_dead']),
+        role=dict(type='str', choices=list(ROLES)),
+        peer_status=dict(type='dict'),
+        local_status=dict(type='dict'),
+    )
+    argument_spec.update(HOST_ARGS)
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[
+            ('phase', 'accept', ['runtime']),
+            ('phase', 'migrate', ['uri']),
+            ('phase', 'finalize', ['success']),
+            ('phase', 'confirm', ['success']),
+            ('phase', 'recover', ['role', 'peer_status']),
+        ],
+    )
+
+    def run(argv):
+        return module.run_command(argv)
+
+    failure = None
+    try:
+        result = run_phase(module.params, run, check_mode=module.check_mode)
+    except KvmError as err:
+        failure = err
+    if failure is not None:
+        # Outside the except block: the message is the report, not a traceback.
+        module.fail_json(msg=str(failure), **failure.details)
+    for warning in result.pop('warnings'):
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
