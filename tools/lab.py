@@ -80,7 +80,7 @@ def _which(name, fallback=None):
 def missing_prerequisites(python='/usr/bin/python3'):
     """Why this machine cannot run the lab: a list of messages, empty when it can."""
     problems = []
-    for name, fallback in (('ip', '/usr/sbin/ip'), ('sshd', SSHD), ('ssh', '/usr/bin/ssh'),
+    for name, fallback in (('ip', '/usr/sbin/ip'), ('ssh', '/usr/bin/ssh'),
                            ('ssh-keygen', '/usr/bin/ssh-keygen'), ('socat', '/usr/bin/socat')):
         if _which(name, fallback) is None:
             problems.append('%s is not installed (not on PATH)' % name)
