@@ -37,6 +37,9 @@ RUN_STATES = {
     'guest-panicked': 'crashed',
     'watchdog': 'paused',
 }
+# Paused states a graceful stop resumes from, and states where no guest code ran yet.
+RESUME_TO_POWER_OFF = ('paused', 'suspended', 'io-error', 'watchdog')
+NEVER_RAN = ('prelaunch', 'inmigrate')
 # Delays between presses of the ACPI power button while waiting for poweroff.
 POWERDOWN_BACKOFF = (1.0, 2.0, 4.0, 8.0)
 EXIT_POLL = 0.05
@@ -139,13 +142,25 @@ class Instance:
 
         ``mode`` acpi presses the power button with backoff until ``timeout``;
         a guest still up then is forced off only with ``force``, else it is
-        left running and StateError is raised. ``mode`` kill forces at once.
+        left running and StateError is raised. A paused guest is resumed first
+        so it can react; one that never ran (started paused, or waiting for an
+        incoming migration) has nothing to shut down and is forced off.
+        ``mode`` kill forces at once.
         """
         pid = self.pid()
         if pid is None:
             self.clean_leftovers()
             return None
         how = None
+        if mode == 'acpi':
+            with self.monitor() as qmp:
+                run_state = qmp.execute('query-status')['status']
+                if run_state in RESUME_TO_POWER_OFF:
+                    # A paused guest cannot see the power button: let it run to shut down.
+                    qmp.execute('cont')
+            if run_state in NEVER_RAN:
+                # No guest code has run yet: there is nothing to shut down gracefully.
+                mode = 'kill'
         if mode == 'acpi':
             if self._powerdown(pid, timeout):
                 how = 'acpi'

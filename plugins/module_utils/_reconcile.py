@@ -153,19 +153,21 @@ class Reconciler:
 
     # -- doing -----------------------------------------------------------
     def apply(self, plan):
-        """Carry out the plan under the instance lock; return the result facts."""
+        """Carry out the plan under the instance lock.
+
+        The plan is made again once the lock is held: another run may have
+        changed the instance between the first look and the lock. Returns the
+        plan carried out and the facts it produced.
+        """
         result = {'stop_method': None}
         if not plan['actions']:
-            return result
+            return plan, result
         self.layout.ensure()
         with instance_lock(self.instance.paths, self.name, timeout=self.params.get('lock_timeout') or 60):
-            fresh = self.plan()
-            if fresh['actions'] != plan['actions']:
-                # Another run changed things between our look and the lock.
-                plan = fresh
+            plan = self.plan()
             for action in plan['actions']:
                 getattr(self, '_do_' + action)(plan, result)
-        return result
+        return plan, result
 
     def _do_define(self, plan, result):
         save_definition(self.instance.paths, plan['spec'])
@@ -218,8 +220,7 @@ class Reconciler:
     def facts(self):
         """What a task returns about the instance after the run."""
         paths = self.instance.paths
-        status = self.instance.status() if os.path.isdir(self.layout.run_dir) else \
-            {'state': 'stopped', 'pid': None}
+        status = self.instance.status()
         stored = load_definition(paths)
         state = status['state']
         if state == 'stopped' and stored is None:
@@ -259,22 +260,19 @@ def predicted_state(plan):
 
 
 def run_task(params, run, check_mode=False):
-    """The whole kvm_instance task: returns (result dict, diff or None)."""
+    """The whole kvm_instance task: returns (result dict, diff)."""
     reconciler = Reconciler(params, run)
     plan = reconciler.plan()
-    changed = bool(plan['actions'])
+    if check_mode:
+        result = {'stop_method': None}
+    else:
+        plan, result = reconciler.apply(plan)
+    result.update(reconciler.facts())
     before = diff_view(plan['current'] if plan['stored'] is not None or plan['current'] != 'stopped'
                        else 'absent', plan['stored'])
     after = diff_view(predicted_state(plan),
                       None if plan['state'] == 'absent' else (plan['spec'] or plan['stored']))
-    if check_mode:
-        result = reconciler.facts() if os.path.isdir(reconciler.layout.run_dir) else \
-            {'name': reconciler.name, 'state': plan['current']}
-        result.update(stop_method=None)
-    else:
-        result = reconciler.apply(plan)
-        result.update(reconciler.facts())
-    result['changed'] = changed
+    result['changed'] = bool(plan['actions'])
     result['actions'] = plan['actions']
     result['pending_restart'] = plan.get('pending_restart', False)
     if result['pending_restart']:

@@ -14,7 +14,8 @@ def ansible_env(extra=None):
     env = dict(os.environ)
     env.update({
         'ANSIBLE_COLLECTIONS_PATH': os.path.join(REPO, 'build', 'collections'),
-        'ANSIBLE_STDOUT_CALLBACK': 'ansible.builtin.json',
+        'ANSIBLE_STDOUT_CALLBACK': 'test_json',
+        'ANSIBLE_CALLBACK_PLUGINS': os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins'),
         'ANSIBLE_LOAD_CALLBACK_PLUGINS': '1',
         'ANSIBLE_NOCOLOR': '1',
         'ANSIBLE_HOST_KEY_CHECKING': '0',
@@ -55,7 +56,9 @@ class AnsibleResult:
         return self.tasks(host)[index][1]
 
     def __repr__(self):
-        return 'AnsibleResult(rc=%d, stderr=%r)' % (self.rc, self.stderr[-2000:])
+        results = [(name, dict((k, v) for k, v in result.items() if k in ('msg', 'changed', 'actions', 'state')))
+                   for name, result in self.tasks()]
+        return 'AnsibleResult(rc=%d, results=%r, stderr=%r)' % (self.rc, results, self.stderr[-2000:])
 
 
 def run_adhoc(inventory, module, args, host='localhost', check=False, diff=False, env=None):

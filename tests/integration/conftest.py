@@ -4,6 +4,7 @@
   it, or fails it when CI=true.
 * guest_image: factory fixture, guest_image(variant='normal', dirty_mib=64)
   -> absolute path of a fresh copy of the test guest's raw image (tests/guest/).
+* node: a fresh simulated node (nodes.LocalNode) with its own run_dir.
 * raw_qemu: factory fixture, raw_qemu(image, accel='tcg', memory=32, ...)
   -> a started RawQemu: QEMU run directly, its serial read line by line
   (RawQemu.serial, a SerialLog) and QMP spoken over a plain unix socket
@@ -255,3 +256,22 @@ def raw_qemu(tmp_path):
         qemu.stop()
     for workdir in dirs:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def node():
+    """A fresh simulated node (nodes.LocalNode): its own run_dir and a local
+    inventory; every QEMU under it is killed at teardown."""
+    for program in ('qemu-system-x86_64', 'socat'):
+        require_binary(program)
+    from nodes import LocalNode  # pylint: disable=import-outside-toplevel
+    one = LocalNode()
+    yield one
+    one.destroy()
+
+
+@pytest.fixture
+def kvm_usable():
+    """Skip (fail under CI=true) unless /dev/kvm can be used."""
+    require_kvm()
+    return True

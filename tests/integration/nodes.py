@@ -34,3 +34,4 @@ class LocalNode:
     def destroy(self):
         kill_qemu_under(self.run_dir)
         shutil.rmtree(self.base, ignore_errors=True)
+

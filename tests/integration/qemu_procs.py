@@ -64,3 +64,12 @@ def serial_lines(path, count, timeout=30.0):
         sock.close()
     lines = data.decode('ascii', 'replace').replace('\r', '').split('\n')
     return [line for line in lines[1:-1] if line][:count]
+
+
+def pid_alive(pid):
+    """Whether pid is a live process (a zombie awaiting its reaper is not)."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except OSError:
+        return False
