@@ -1,18 +1,19 @@
-# hvops.kvm developer entry points. Every target installs what it needs first.
+# hvops.kvm developer entry points. Every target installs what it needs first
+# (tools/setup.sh: Debian packages, the pinned .venv, the collection link).
 SHELL := /bin/bash
 VENV := .venv/bin
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 export ANSIBLE_FORCE_COLOR := 0
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup test sanity units integration lint demo bench guest clean
+.PHONY: setup test sanity units integration lint build demo bench lab-up lab-down clean
 
 setup:
 	@tools/setup.sh
 
 # The whole pipeline, stopping at the first failure.
 test: setup
-	@$(MAKE) --no-print-directory sanity units integration lint
+	@$(MAKE) --no-print-directory sanity units integration lint build
 
 sanity: setup
 	tools/sanity.sh
@@ -25,12 +26,27 @@ integration: setup
 
 lint: setup
 	$(VENV)/ansible-lint --profile production --offline
+	$(VENV)/antsibull-changelog lint
 
+# The Galaxy artifact: built, checked, installed into a scratch path.
+build: setup
+	tools/build_collection.sh
+
+# Boot the test guest on this machine, show it, stop it.
 demo: setup
-	$(VENV)/ansible-playbook -i playbooks/inventory/local.yml playbooks/demo.yml
+	HVOPS_DEMO_IMAGE=$$($(VENV)/python tests/guest/build.py normal) \
+	    $(VENV)/ansible-playbook -i playbooks/inventory/local.yml playbooks/demo.yml
 
 bench: setup
-	$(VENV)/python -m bench
+	$(VENV)/python bench/node_facts.py
+
+# The two-host lab (network namespaces hvk-a/hvk-b, one sshd each) for trying
+# things by hand: ansible -i /tmp/hvk-lab/inventory.yml all -m ansible.builtin.ping
+lab-up: setup
+	$(VENV)/python tools/lab.py up
+
+lab-down:
+	python3 tools/lab.py down
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache tests/output
