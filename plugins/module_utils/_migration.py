@@ -406,6 +406,7 @@ class Migration:
         self.run = run
         self.check_mode = check_mode
         self.warnings = []
+        self.last_sample = {}
 
     # -- common ----------------------------------------------------------
     @contextlib.contextmanager
@@ -703,6 +704,9 @@ class Migration:
         else:
             status = outcome
         info = self._settled_info(qmp)
+        if 'ram' not in info:
+            # A failed or cancelled migration reports no figures: the last sample's.
+            info = dict(self.last_sample, **info)
         stats = extract_stats(info)
         if status != 'completed':
             source_state = self._after_failure(qmp, pause)
@@ -711,7 +715,7 @@ class Migration:
                            % (self.params['stall_timeout'], stats['transferred_bytes']),
                 'timeout': 'not done within the timeout of %d s' % self.params['timeout'],
             }.get(outcome, 'QEMU reports it %s%s' % (status, ': %s' % stats['error'] if stats['error'] else ''))
-            raise MigrationError('migration to %s did not complete: %s; the migration was %s and the'
+            raise MigrationError('migration to %s did not complete: %s; QEMU ended it as %s and the'
                                  ' guest is %s on the source' % (uri, why, status, source_state),
                                  instance=self.name, status=status, reason=outcome, stats=stats,
                                  source_run_state=source_state)
@@ -733,6 +737,7 @@ class Migration:
             status = info.get('status')
             if status in TERMINAL:
                 return status, self._find_event(qmp, status), time.time()
+            self.last_sample = info
             ram = info.get('ram') or {}
             verdict = progress.sample(time.monotonic(), ram.get('transferred', 0))
             if verdict:
@@ -850,8 +855,7 @@ class Migration:
         if not record['present'] and runtime is not None and not record['incoming']:
             raise MigrationError('the files here are those of a finalized instance, not of an incoming'
                                  ' migration; refusing to remove them', instance=self.name)
-        leftovers = self.instance.leftovers()
-        actions = (['kill'] if record['present'] else []) + (['clean'] if leftovers else [])
+        actions = ['kill'] if record['present'] else ['clean'] if self.instance.leftovers() else []
         if not self.check_mode and actions:
             self.discard(remove_definition=False)
         return {'changed': bool(actions), 'actions': actions, 'target_dead': True, 'state': 'stopped'}
@@ -875,11 +879,7 @@ class Migration:
                                  ' away: the migration did not complete here; refusing to stop it'
                                  % (record['state'], record['run_state'], record['migration_status']),
                                  instance=self.name)
-        actions = []
-        if record['present']:
-            actions.append('kill')
-        if self.instance.leftovers() and not record['present']:
-            actions.append('clean')
+        actions = ['kill'] if record['present'] else ['clean'] if self.instance.leftovers() else []
         if os.path.exists(self.paths.definition) or os.path.exists(self.paths.vnc_password):
             actions.append('undefine')
         if not self.check_mode and actions:
