@@ -20,15 +20,17 @@ description:
     on its command line before it is believed or signalled.
   - Two runs against the same instance are serialised by a lock file.
 author:
-  - hvops.kvm developers
+  - hvops.kvm developers (@hvops)
 extends_documentation_fragment:
   - hvops.kvm.host
   - hvops.kvm.instance_spec
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Runs every check a real run makes and predicts C(changed) exactly; nothing is written or started.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the state and stored definition before and after.
 options:

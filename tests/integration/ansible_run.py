@@ -68,7 +68,8 @@ def run_adhoc(inventory, module, args, host='localhost', check=False, diff=False
         argv.append('--check')
     if diff:
         argv.append('--diff')
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(env), timeout=300)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(env), timeout=300,
+                          check=False)
     return AnsibleResult(proc)
 
 
@@ -80,7 +81,8 @@ def run_playbook(inventory, playbook_path, check=False, diff=False, extra_vars=N
         argv.append('--diff')
     if extra_vars:
         argv += ['-e', json.dumps(extra_vars)]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(env), timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(env), timeout=timeout,
+                          check=False)
     return AnsibleResult(proc)
 
 

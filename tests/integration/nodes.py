@@ -29,9 +29,8 @@ class LocalNode:
                 path = os.path.join(root, entry)
                 stat = os.lstat(path)
                 files.append((path, stat.st_size, stat.st_mtime_ns))
-        return sorted(files), [pid for pid, _ in qemu_processes_under(self.run_dir)]
+        return sorted(files), [pid for pid, _argv in qemu_processes_under(self.run_dir)]
 
     def destroy(self):
         kill_qemu_under(self.run_dir)
         shutil.rmtree(self.base, ignore_errors=True)
-

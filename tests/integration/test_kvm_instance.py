@@ -3,7 +3,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -88,7 +87,7 @@ def test_stubborn_guest_is_forced_only_when_allowed(node, guest_image):
     assert refused.rc != 0
     failure = refused.result()
     assert 'did not power off' in failure['msg'] and 'force' in failure['msg']
-    assert [p for p, _ in qemu_processes_under(node.run_dir)] == [started['pid']], 'guest must keep running'
+    assert [p for p, _argv in qemu_processes_under(node.run_dir)] == [started['pid']], 'guest must keep running'
     forced = ok(adhoc(node, {'name': 'vm1', 'run_dir': node.run_dir, 'state': 'stopped',
                              'shutdown_timeout': 2, 'force': True}))
     assert forced['stop_method'] == 'forced'
@@ -104,7 +103,7 @@ def test_restart_keeps_the_same_argv_and_reboots_the_guest(node, guest_image):
     assert restarted['argv'] == started['argv']
     assert restarted['pid'] != started['pid']
     assert not pid_alive(started['pid'])
-    assert [p for p, _ in qemu_processes_under(node.run_dir)] == [restarted['pid']]
+    assert [p for p, _argv in qemu_processes_under(node.run_dir)] == [restarted['pid']]
     assert any(line.startswith('tick ') for line in serial_lines(restarted['sockets']['serial'], count=3))
 
 
@@ -150,15 +149,14 @@ def test_a_reused_pid_is_never_signalled(node, guest_image):
 def test_two_concurrent_runs_are_serialised(node, guest_image):
     args = spec_for(node, guest_image('normal'), state='started')
     ok(adhoc(node, dict(args, state='present')))
-    env = None
     procs = [subprocess.Popen(
         [os.path.join(os.path.dirname(__file__), '..', '..', '.venv', 'bin', 'ansible'), 'localhost',
          '-i', node.inventory, '-m', MODULE, '-a', json.dumps(args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=node.env(env)) for _ in range(2)]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=node.env()) for _run in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     changed = [json.loads(o[o.index('{'):])['plays'][0]['tasks'][0]['hosts']['localhost']['changed']
-               for o, _ in outs]
+               for o, _err in outs]
     assert sorted(changed) == [False, True]
     assert len(qemu_processes_under(node.run_dir)) == 1
 

@@ -101,7 +101,7 @@ def test_stop_and_resume_events(qemu):
 
 def test_many_commands_in_one_session(qemu):
     with qemu.session() as qmp:
-        for _ in range(200):
+        for _round in range(200):
             assert qmp.execute('query-status')['status'] == 'prelaunch'
         assert qmp.events == []
 

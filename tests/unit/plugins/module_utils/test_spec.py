@@ -18,8 +18,8 @@ def test_defaults_fill_a_minimal_spec():
 
 
 def test_disk_defaults_and_normalised_path():
-    s = spec(disks=[{'path': '/srv//a.img'}, {'path': '/srv/b.qcow2', 'format': 'qcow2',
-                                               'interface': 'scsi', 'readonly': True, 'cache': 'none'}])
+    s = spec(disks=[{'path': '/srv//a.img'},
+                    {'path': '/srv/b.qcow2', 'format': 'qcow2', 'interface': 'scsi', 'readonly': True, 'cache': 'none'}])
     assert s['disks'][0] == {'path': '/srv/a.img', 'format': 'raw', 'interface': 'virtio',
                              'readonly': False, 'cache': None}
     assert s['disks'][1]['readonly'] is True and s['disks'][1]['cache'] == 'none'
