@@ -34,7 +34,7 @@ build: setup
 
 # Boot the test guest on this machine, show it, stop it.
 demo: setup
-	HVOPS_DEMO_IMAGE=$$($(VENV)/python tests/guest/build.py normal) \
+	HVOPS_DEMO_IMAGE=$$($(VENV)/python tests/guest/build.py normal --out build/demo) \
 	    $(VENV)/ansible-playbook -i playbooks/inventory/local.yml playbooks/demo.yml
 
 bench: setup
