@@ -66,9 +66,13 @@ class Instance:
                           timeout=timeout or self.monitor_timeout, socat=self.socat)
 
     def leftovers(self):
-        """Files a dead QEMU left behind (pidfile, sockets, runtime)."""
-        candidates = (self.paths.pidfile, self.paths.qmp, self.paths.monitor,
-                      self.paths.serial, self.paths.runtime)
+        """Files only a QEMU that died uncleanly leaves behind (pidfile, sockets).
+
+        A QEMU that exits cleanly (the guest powered itself off, or QMP quit)
+        removes them itself; only its runtime file stays, and that instance is
+        stopped, not crashed.
+        """
+        candidates = (self.paths.pidfile, self.paths.qmp, self.paths.monitor, self.paths.serial)
         return [path for path in candidates if os.path.lexists(path)]
 
     def status(self):

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from ansible_run import run_adhoc, run_playbook, write_playbook
+from conftest import QmpClient
 from qemu_procs import pid_alive, qemu_processes_under, serial_lines, wait_until
 
 MODULE = 'hvops.kvm.kvm_instance'
@@ -224,3 +225,15 @@ def test_auto_accelerator_picks_kvm_when_usable(node, guest_image, kvm_usable):
     stopped = ok(adhoc(node, {'name': 'vm1', 'run_dir': node.run_dir, 'state': 'stopped',
                               'shutdown_timeout': 20, 'force': True}))
     assert stopped['state'] == 'stopped'
+
+
+def test_a_guest_that_powered_itself_off_is_stopped_not_crashed(node, guest_image):
+    started = ok(adhoc(node, spec_for(node, guest_image('normal'), state='started')))
+    monitor = QmpClient(started['sockets']['qmp'])
+    monitor.execute('system_powerdown')
+    monitor.close()
+    wait_until(lambda: not pid_alive(started['pid']), 10)
+    seen = ok(adhoc(node, {'name': 'vm1', 'run_dir': node.run_dir, 'state': 'stopped'}))
+    assert seen['state'] == 'stopped' and seen['changed'] is False
+    again = ok(adhoc(node, {'name': 'vm1', 'run_dir': node.run_dir, 'state': 'started'}))
+    assert again['state'] == 'running' and again['actions'] == ['start']
