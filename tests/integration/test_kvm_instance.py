@@ -237,3 +237,27 @@ def test_a_guest_that_powered_itself_off_is_stopped_not_crashed(node, guest_imag
     assert seen['state'] == 'stopped' and seen['changed'] is False
     again = ok(adhoc(node, {'name': 'vm1', 'run_dir': node.run_dir, 'state': 'started'}))
     assert again['state'] == 'running' and again['actions'] == ['start']
+
+
+def test_vnc_password_is_set_through_the_monitor_and_never_shown(node, guest_image):
+    secret = 'pw-%d' % os.getpid()
+    display = 100 + os.getpid() % 500
+    args = spec_for(node, guest_image('normal'), state='started', vnc_bind_address='127.0.0.1',
+                    vnc_display=display, vnc_password=secret)
+    started = adhoc(node, args)
+    assert started.rc == 0, started
+    assert secret not in started.stdout and secret not in started.stderr
+    result = started.result()
+    assert '127.0.0.1:%d,password=on' % display in result['argv']
+    monitor = QmpClient(result['sockets']['qmp'])
+    try:
+        vnc = monitor.execute('query-vnc')
+        status = monitor.execute('query-status')
+    finally:
+        monitor.close()
+    assert vnc['enabled'] is True and vnc['auth'] == 'vnc' and vnc['service'] == str(5900 + display)
+    assert status['status'] == 'running', 'the guest is held only until the password is set'
+    password_file = os.path.join(node.run_dir, 'conf', 'vm1.vncpass')
+    assert oct(os.stat(password_file).st_mode & 0o777) == '0o600'
+    again = adhoc(node, args)
+    assert again.rc == 0 and again.result()['changed'] is False
