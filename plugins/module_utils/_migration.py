@@ -228,6 +228,9 @@ def extract_stats(info):
         'normal_pages': ram.get('normal'),
         'duplicate_pages': ram.get('duplicate'),
         'multifd_bytes': ram.get('multifd-bytes'),
+        'precopy_bytes': ram.get('precopy-bytes'),
+        'downtime_bytes': ram.get('downtime-bytes'),
+        'postcopy_bytes': ram.get('postcopy-bytes'),
         'postcopy_requests': ram.get('postcopy-requests'),
         'cpu_throttle_percentage': info.get('cpu-throttle-percentage'),
         'error': info.get('error-desc'),
@@ -961,4 +964,3 @@ class Migration:
         if local['incoming']:
             return ['define', 'write_runtime'] + ([] if local['copy'] == 'running' else ['resume'])
         return [] if local['copy'] == 'running' else ['resume']
-

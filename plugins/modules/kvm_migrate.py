@@ -42,14 +42,16 @@ description:
     is dead, so a guest does not run twice.
   - Each phase holds the instance's lock on its node while it runs.
 author:
-  - hvops.kvm developers
+  - hvops.kvm developers (@hvops)
 extends_documentation_fragment:
   - hvops.kvm.host
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Every phase runs its checks and reports the actions it would take; nothing is started, stopped, written or sent.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   name:
@@ -420,6 +422,15 @@ stats:
     dirty_rate_mib_s:
       description: The same in MiB/s.
       type: float
+    precopy_bytes:
+      description: Bytes sent while the guest ran on the source.
+      type: int
+    downtime_bytes:
+      description: Bytes sent while the guest was paused for the switch-over.
+      type: int
+    postcopy_bytes:
+      description: Bytes sent after the switch to post-copy (O(postcopy)).
+      type: int
 timing:
   description:
     - C(wait_s) how long the phase waited for the migration; C(completed_at) QEMU's
@@ -457,9 +468,8 @@ defined:
   type: bool
 copy:
   description:
-    - What the copy here is, for C(recover) (C(status)) or before it acted (C(recover)):
-      C(absent), C(running), C(paused), C(incoming-complete), C(incoming-partial),
-      C(busy) or C(unknown).
+    - What the copy here is (C(status)), or was before C(recover) acted. One of C(absent),
+      C(running), C(paused), C(incoming-complete), C(incoming-partial), C(busy) or C(unknown).
   returned: status, recover
   type: str
 decision:

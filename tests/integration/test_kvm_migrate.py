@@ -312,8 +312,18 @@ def test_the_source_resumes_only_once_the_target_is_dead(pair, guest_image):
     pair.start_guest(guest_image('normal'))
     before = ticks(pair.serial('src'))
     _prepared, accepted = pair.prepare_and_accept()
+    # Check mode sends nothing and resumes nothing.
+    predicted = pair.ok('src', {'phase': 'migrate', 'uri': accepted['uri'], 'live': False}, check=True)
+    assert predicted['actions'] == ['pause', 'set_capabilities', 'set_parameters', 'migrate']
+    assert predicted['status'] is None and 'status' not in query_migrate(pair, 'dst')
+    assert pair.ok('src', {'phase': 'status'})['run_state'] == 'running'
     migrated = pair.ok('src', {'phase': 'migrate', 'uri': accepted['uri']})
     assert migrated['status'] == 'completed'
+    before_dst = pair.nodes['dst'].snapshot()
+    predicted = pair.ok('dst', {'phase': 'finalize', 'success': True}, check=True)
+    assert predicted['actions'] == ['define', 'write_runtime', 'resume']
+    assert pair.nodes['dst'].snapshot() == before_dst
+    assert pair.ok('dst', {'phase': 'status'})['copy'] == 'incoming-complete'
 
     # Told nothing about the target: the source stays migrated away.
     pair.refused('src', {'phase': 'confirm', 'success': False}, 'target copy may be alive')
@@ -352,8 +362,12 @@ def test_recover_keeps_exactly_one_copy(pair, guest_image):
     # holds the completed migration, is finalized and the source goes.
     _prepared, accepted = pair.prepare_and_accept()
     assert pair.ok('src', {'phase': 'migrate', 'uri': accepted['uri']})['status'] == 'completed'
-    seen = pair.ok('dst', {'phase': 'status'})
-    assert seen['copy'] == 'incoming-complete'
+    snapshots = [pair.nodes[host].snapshot() for host in ('src', 'dst')]
+    predicted = run_playbook(pair.inventory, RECOVER_BOOK, check=True, extra_vars={'instance': 'vm1'})
+    assert predicted.rc == 0, predicted
+    assert predicted.result(0, 'dst')['copy'] == 'incoming-complete'
+    assert predicted.result(1, 'dst')['actions'] == ['define', 'write_runtime', 'resume']
+    assert [pair.nodes[host].snapshot() for host in ('src', 'dst')] == snapshots
     play = run_playbook(pair.inventory, RECOVER_BOOK, extra_vars={'instance': 'vm1'})
     assert play.rc == 0, play
     src, dst = play.result(1, 'src'), play.result(1, 'dst')

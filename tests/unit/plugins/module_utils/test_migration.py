@@ -141,6 +141,7 @@ def test_stats_from_a_completed_migration():
     assert stats['average_mib_s'] == round(603263 / 1048576.0 / 0.019, 2)
     assert stats['throughput_mbps'] == pytest.approx(317.85, abs=0.01)
     assert stats['error'] is None and 'xbzrle' not in stats
+    assert (stats['precopy_bytes'], stats['downtime_bytes'], stats['postcopy_bytes']) == (603263, 0, 0)
 
 
 def test_stats_of_a_failed_migration_and_of_xbzrle():
