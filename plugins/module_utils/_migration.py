@@ -269,6 +269,11 @@ class Progress:
         return None
 
 
+def ends_migration(event):
+    """Whether a MIGRATION event reports a final status."""
+    return (event.get('data') or {}).get('status') in TERMINAL
+
+
 def is_incoming(runtime):
     """Whether a runtime is that of a migration target not yet finalized."""
     return bool(runtime) and '-incoming' in (runtime.get('argv') or [])
@@ -462,37 +467,45 @@ class Migration:
                                      % (RESUME_WAIT, run_state), instance=self.name)
             time.sleep(0.02)
 
-    def set_capabilities(self, qmp):
+    def settings(self, qmp):
+        """(capabilities, parameters) for this QEMU, checked against what it supports."""
         available = [c['capability'] for c in qmp.execute('query-migrate-capabilities')]
-        caps = capabilities(self.params, available)
+        return capabilities(self.params, available), parameters(self.params)
+
+    @staticmethod
+    def apply_settings(qmp, caps, params):
         qmp.execute('migrate-set-capabilities', {'capabilities': caps})
-        qmp.execute('migrate-set-parameters', parameters(self.params))
-        return dict((c['capability'], c['state']) for c in caps)
+        qmp.execute('migrate-set-parameters', params)
 
     def discard(self, remove_definition):
         """Kill the copy here (QMP quit, then SIGKILL to the identified process)
-        and remove its files; the definition too when the guest lives elsewhere.
-        True when anything was there."""
-        had = self.instance.pid() is not None or bool(self.instance.leftovers())
+        and remove its files; the definition too when the guest lives elsewhere
+        (a VNC password without a definition always)."""
         self.instance.stop(mode='kill')
         if remove_definition or not os.path.exists(self.paths.definition):
-            had = bool(remove_quietly(self.paths.definition, self.paths.vnc_password)) or had
-        return had
+            remove_quietly(self.paths.definition, self.paths.vnc_password)
 
-    def take_over(self, runtime, running):
-        """Make an incoming copy this host's instance: its definition, a runtime
-        that restarts it normally, and the guest resumed."""
-        spec = runtime['spec']
-        definition = (runtime.get('migration') or {}).get('definition') or spec
-        save_definition(self.paths, definition)
-        argv, _scripts = self.instance.prepare_argv(spec, runtime['argv'][0], runtime['accel'])
-        settled = make_runtime(argv, spec, runtime['accel'], runtime.get('qemu_version'))
-        settled['started_at'] = runtime.get('started_at', settled['started_at'])
-        settled['migrated_at'] = time.time()
-        save_runtime(self.paths, settled)
-        if not running:
+    def adopt(self, record, runtime):
+        """Make the live copy here the guest, running; the actions (only
+        predicted in check mode). An incoming copy becomes this host's instance
+        first: its definition, and a runtime that restarts it normally."""
+        actions = ['define', 'write_runtime'] if record['incoming'] else []
+        if record['copy'] != 'running':
+            actions.append('resume')
+        if self.check_mode:
+            return actions
+        if record['incoming']:
+            spec = runtime['spec']
+            save_definition(self.paths, (runtime.get('migration') or {}).get('definition') or spec)
+            argv, _scripts = self.instance.prepare_argv(spec, runtime['argv'][0], runtime['accel'])
+            settled = make_runtime(argv, spec, runtime['accel'], runtime.get('qemu_version'))
+            settled['started_at'] = runtime.get('started_at', settled['started_at'])
+            settled['migrated_at'] = time.time()
+            save_runtime(self.paths, settled)
+        if 'resume' in actions:
             with self.instance.monitor() as qmp:
                 self.resume(qmp)
+        return actions
 
     # -- prepare (source) --------------------------------------------------
     def prepare(self):
@@ -559,14 +572,18 @@ class Migration:
         if self.check_mode:
             return result
         with self.locked():
-            pid = self._start_incoming(runtime, spec, definition, qemu)
+            if self.instance.pid() is not None:
+                raise StateError('already runs here', instance=self.name)
             try:
+                pid = self._start_incoming(runtime, spec, definition, qemu)
                 with self.instance.monitor() as qmp:
-                    result['capabilities'] = self.set_capabilities(qmp)
+                    caps, params = self.settings(qmp)
+                    self.apply_settings(qmp, caps, params)
                     port, busy = self._listen(qmp, address, low, high)
             except BaseException:
                 self.discard(remove_definition=False)
                 raise
+        result['capabilities'] = dict((c['capability'], c['state']) for c in caps)
         result.update(pid=pid, port=port, uri=tcp_uri(address, port), busy_ports=busy)
         return result
 
@@ -595,9 +612,7 @@ class Migration:
         if not isinstance(given, dict):
             raise ValidationError('definition must be a dictionary (the prepare phase\'s definition)',
                                   instance=self.name)
-        definition = normalize_spec(self.name, dict((k, v) for k, v in given.items() if k in SPEC_DEFAULTS))
-        definition['machine'] = given.get('machine')
-        return definition
+        return normalize_spec(self.name, dict((k, v) for k, v in given.items() if k in SPEC_DEFAULTS))
 
     def _target_facts(self, spec, req, qemu):
         file_problems = []
@@ -621,8 +636,6 @@ class Migration:
         }
 
     def _start_incoming(self, runtime, spec, definition, qemu):
-        if self.instance.pid() is not None:
-            raise StateError('already runs here', instance=self.name)
         password = self.params['vnc_password']
         if password is not None:
             write_atomic(self.paths.vnc_password, password + '\n', mode=0o600)
@@ -670,9 +683,7 @@ class Migration:
                                 else ''), instance=self.name)
         if status in OUTGOING_MIGRATION:
             raise StateError('a migration is already under way (status %s)' % status, instance=self.name)
-        available = [c['capability'] for c in qmp.execute('query-migrate-capabilities')]
-        caps = capabilities(self.params, available)
-        params = parameters(self.params)
+        caps, params = self.settings(qmp)
         pause = not self.params['live'] and run_state == 'running'
         result = {
             'changed': True, 'uri': uri, 'status': None, 'stats': None,
@@ -682,8 +693,7 @@ class Migration:
         }
         if self.check_mode:
             return result
-        qmp.execute('migrate-set-capabilities', {'capabilities': caps})
-        qmp.execute('migrate-set-parameters', params)
+        self.apply_settings(qmp, caps, params)
         if pause:
             qmp.execute('stop')
         qmp.drain_events()
@@ -731,10 +741,6 @@ class Migration:
         seen_at the wall-clock time the outcome was seen."""
         progress = Progress(started, self.params['timeout'], self.params['stall_timeout'])
         switched = False
-
-        def terminal(event):
-            return (event.get('data') or {}).get('status') in TERMINAL
-
         while True:
             info = qmp.execute('query-migrate') or {}
             status = info.get('status')
@@ -750,7 +756,7 @@ class Migration:
                 qmp.execute('migrate-start-postcopy')
                 switched = True
             try:
-                event = qmp.wait_event('MIGRATION', timeout=POLL_INTERVAL, predicate=terminal)
+                event = qmp.wait_event('MIGRATION', timeout=POLL_INTERVAL, predicate=ends_migration)
             except MonitorTimeout:
                 continue
             return event['data']['status'], event, time.time()
@@ -773,8 +779,7 @@ class Migration:
             return status
         qmp.execute('migrate_cancel')
         try:
-            event = qmp.wait_event('MIGRATION', timeout=CANCEL_WAIT,
-                                   predicate=lambda e: (e.get('data') or {}).get('status') in TERMINAL)
+            event = qmp.wait_event('MIGRATION', timeout=CANCEL_WAIT, predicate=ends_migration)
             return event['data']['status']
         except MonitorTimeout:
             status = (qmp.execute('query-migrate') or {}).get('status')
@@ -836,18 +841,13 @@ class Migration:
                 return {'state': 'running', 'pid': record['pid']}
             raise StateError('is %s here and not an incoming migration; refusing to finalize'
                              % record['state'], instance=self.name)
-        if record['copy'] == 'running':
-            # resumed by an earlier run that stopped before writing the runtime
-            actions = ['define', 'write_runtime']
-        elif record['copy'] == 'incoming-complete':
-            actions = ['define', 'write_runtime', 'resume']
-        else:
+        # 'running': resumed by an earlier run cut off before it wrote the runtime
+        if record['copy'] not in ('incoming-complete', 'running'):
             raise MigrationError('the incoming migration is not complete here (QEMU run state %s,'
                                  ' migration status %s); finalize with success: false'
                                  % (record['run_state'], record['migration_status']),
                                  instance=self.name)
-        if not self.check_mode:
-            self.take_over(runtime, running=record['copy'] == 'running')
+        actions = self.adopt(record, runtime)
         return {'changed': True, 'actions': actions, 'state': 'running', 'pid': record['pid']}
 
     def _finalize_failure(self, record, runtime):
@@ -912,9 +912,7 @@ class Migration:
 
     # -- status and recover (either) ----------------------------------------
     def status(self):
-        held = set()
-        if os.path.exists(self.paths.lock):
-            held = parse_locks(read_text(os.path.join(PROC, 'locks')))
+        held = parse_locks(read_text(os.path.join(PROC, 'locks')))
         record, _runtime = self.observe(busy=flock_held(self.paths.lock, held))
         return record
 
@@ -938,13 +936,7 @@ class Migration:
             keep = decision['keep']
             result = {'decision': keep, 'reason': decision['reason'], 'copy': local['copy']}
             if keep == role:
-                actions = self._adopt_actions(local)
-                if not self.check_mode and actions:
-                    if local['incoming']:
-                        self.take_over(runtime, running=local['copy'] == 'running')
-                    else:
-                        with self.instance.monitor() as qmp:
-                            self.resume(qmp)
+                actions = self.adopt(local, runtime)
                 result.update(state='running')
             else:
                 actions = ['discard'] if local['present'] or self.instance.leftovers() else []
@@ -958,9 +950,3 @@ class Migration:
                     self.warnings.append('instance %s runs nowhere: %s' % (self.name, decision['reason']))
         result.update(changed=bool(actions), actions=actions)
         return result
-
-    @staticmethod
-    def _adopt_actions(local):
-        if local['incoming']:
-            return ['define', 'write_runtime'] + ([] if local['copy'] == 'running' else ['resume'])
-        return [] if local['copy'] == 'running' else ['resume']
