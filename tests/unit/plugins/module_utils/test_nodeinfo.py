@@ -282,6 +282,9 @@ def test_gather_reads_stopped_and_crashed_instances_without_running_anything(tmp
     crashed = normalize_spec('crash1', {'memory': 32})
     save_definition(layout.paths('crash1'), crashed)
     save_runtime(layout.paths('crash1'), make_runtime(['qemu-system-x86_64'], crashed, 'tcg', (7, 2, 0)))
+    # A killed QEMU leaves its (unlocked) pidfile behind; a clean exit would remove it.
+    with open(layout.paths('crash1').pidfile, 'w') as handle:
+        handle.write('%d\n' % os.getpid())
 
     def run(argv):
         raise AssertionError('nothing is run for these subsets: %r' % argv)
