@@ -46,6 +46,11 @@ EXIT_POLL = 0.05
 QUIT_GRACE = 10.0
 
 
+def is_incoming(runtime):
+    """Whether a runtime is that of a migration target (started with -incoming)."""
+    return bool(runtime) and '-incoming' in runtime.get('argv', [])
+
+
 class Instance:
     """One instance in a HostLayout. ``run(argv) -> (rc, stdout, stderr)``."""
 
@@ -84,7 +89,12 @@ class Instance:
             return {'state': state, 'pid': None, 'run_state': None}
         with self.monitor() as qmp:
             run_state = qmp.execute('query-status')['status']
-        return {'state': RUN_STATES.get(run_state, run_state), 'pid': pid, 'run_state': run_state}
+        state = RUN_STATES.get(run_state, run_state)
+        if state == 'paused' and is_incoming(self.runtime()):
+            # A migration target waiting to be finalized is not a paused guest:
+            # only kvm_migrate may resume it.
+            state = 'incoming'
+        return {'state': state, 'pid': pid, 'run_state': run_state}
 
     def runtime(self):
         return load_runtime(self.paths, self.name)
@@ -211,9 +221,11 @@ class Instance:
         try:
             with self.monitor(timeout=5.0) as qmp:
                 qmp.execute('quit')
+            quit_sent = True
         except MonitorError:
-            pass
-        if self._exited(pid, QUIT_GRACE):
+            # Monitor gone or frozen (a stopped process): no point waiting for it.
+            quit_sent = False
+        if quit_sent and self._exited(pid, QUIT_GRACE):
             return
         if not _identity.signal_instance(self.paths, self.name, pid):
             return

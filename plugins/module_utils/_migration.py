@@ -43,7 +43,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MigrationError, MonitorError, MonitorTimeout, StateError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
-from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance, is_incoming
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
 from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import (
@@ -272,11 +272,6 @@ class Progress:
 def ends_migration(event):
     """Whether a MIGRATION event reports a final status."""
     return (event.get('data') or {}).get('status') in TERMINAL
-
-
-def is_incoming(runtime):
-    """Whether a runtime is that of a migration target not yet finalized."""
-    return bool(runtime) and '-incoming' in (runtime.get('argv') or [])
 
 
 def vnc_has_password(argv):

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.hvops.kvm.plugins.module_utils import _identity, _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     KvmError, MissingBinaryError, ProcessError, ValidationError)
-from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance, is_incoming
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import NAME_PATTERN, HostLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import find_socat
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
@@ -360,6 +360,9 @@ def query_state(record, instance):
     state = RUN_STATES.get(run_state, run_state)
     if migration in OUTGOING_MIGRATION:
         state = 'migrating'
+    elif state == 'paused' and is_incoming(instance.runtime()):
+        # A finished incoming copy waits for kvm_migrate's finalize.
+        state = 'incoming'
     record.update(state=state, run_state=run_state)
     return record
 

@@ -65,6 +65,10 @@ class Reconciler:
         stored = load_definition(paths)
         status = self.instance.status()
         current = status['state']
+        if current not in LIVE + ('stopped', 'crashed') and state != 'present':
+            raise StateError('is %s (a migration is under way or unfinished); refusing to make it %s:'
+                             ' finish or recover the migration with hvops.kvm.kvm_migrate first'
+                             % (current, state), instance=self.name)
         runtime = self.instance.runtime() if current in LIVE else None
         spec = None if state == 'absent' else self.desired_spec(stored)
         qemu_info = None
@@ -145,10 +149,6 @@ class Reconciler:
             if current in LIVE:
                 actions.append('stop')
             actions.append('start')
-        if current not in LIVE + ('stopped', 'crashed') and \
-                any(a in actions for a in ('stop', 'pause', 'resume')):
-            raise StateError('is %s (a migration may be under way); refusing to act on it' % current,
-                             instance=self.name)
         return actions
 
     # -- doing -----------------------------------------------------------

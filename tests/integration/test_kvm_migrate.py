@@ -324,6 +324,10 @@ def test_the_source_resumes_only_once_the_target_is_dead(pair, guest_image):
     assert predicted['actions'] == ['define', 'write_runtime', 'resume']
     assert pair.nodes['dst'].snapshot() == before_dst
     assert pair.ok('dst', {'phase': 'status'})['copy'] == 'incoming-complete'
+    # Only kvm_migrate may resume an unfinalized target; kvm_instance refuses to touch it.
+    for state in ('started', 'stopped', 'restarted'):
+        pair.refused('dst', {'state': state}, 'migration is under way or unfinished', module=INSTANCE)
+    assert pair.ok('dst', {'phase': 'status'})['run_state'] == 'paused'
 
     # Told nothing about the target: the source stays migrated away.
     pair.refused('src', {'phase': 'confirm', 'success': False}, 'target copy may be alive')
