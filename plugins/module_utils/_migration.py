@@ -36,7 +36,6 @@ confirm(failure) resumes the source only when told that the target is dead
 import contextlib
 import ipaddress
 import os
-import re
 import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
@@ -48,6 +47,14 @@ from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayou
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
 from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import (
     OUTGOING_MIGRATION, PROC, available_kib, flock_held, parse_locks, parse_meminfo, read_text)
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (
+    DEFAULTS, capabilities, check_options, listen_address, parameters, parse_port_range, parse_uri, tcp_uri)
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_stats import (
+    Progress, TERMINAL, ends_migration, extract_stats, stats_settled)
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import (
+    requirements_of, target_problems)
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import (
+    classify, decide)
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     RUNTIME_FORMAT, load_definition, make_runtime, save_definition, save_runtime)
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
@@ -55,15 +62,8 @@ from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
 
 PHASES = ('prepare', 'accept', 'migrate', 'finalize', 'confirm', 'status', 'recover')
 ROLES = ('source', 'target')
-MIB = 1024 * 1024
-# max-bandwidth meaning "as fast as the link goes" (QEMU's default is 128 MiB/s).
-UNLIMITED_BANDWIDTH = 2 ** 63 - 1
-MAX_DOWNTIME_MS = 2000000
-MAX_MULTIFD_CHANNELS = 255
-TERMINAL = ('completed', 'failed', 'cancelled')
 POSTCOPY_STATES = ('postcopy-active', 'postcopy-paused', 'postcopy-recover')
 BUSY_PORT = 'Address already in use'
-URI_PATTERN = re.compile(r'^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$')
 # Seconds between query-migrate samples while waiting on events (stall
 # detection and the fallback for a missed event).
 POLL_INTERVAL = 0.25
@@ -72,312 +72,6 @@ RESUME_WAIT = 5.0
 # Right after "completed", query-migrate may still show total-time 0.
 STATS_SETTLE = 1.0
 STATS_RETRY = 0.01
-
-# Option defaults, shared with the module's argument spec.
-DEFAULTS = {
-    'run_dir': None,
-    'monitor_timeout': 10.0,
-    'lock_timeout': 60,
-    'runtime': None,
-    'definition': None,
-    'vnc_password': None,
-    'migration_address': '127.0.0.1',
-    'migration_ports': '49152-49215',
-    'memory_margin_mb': 128,
-    'uri': None,
-    'live': True,
-    'max_bandwidth_mib': 0,
-    'downtime_limit_ms': 300,
-    'auto_converge': False,
-    'xbzrle': False,
-    'xbzrle_cache_mb': 64,
-    'multifd': False,
-    'multifd_channels': 2,
-    'postcopy': False,
-    'return_path': True,
-    'timeout': 600,
-    'stall_timeout': 30,
-    'success': None,
-    'target_confirmed_dead': False,
-    'role': None,
-    'peer_status': None,
-    'local_status': None,
-}
-
-# Capabilities set on every run, on or off: QEMU keeps what the last run set.
-# Besides those the options control, these change what a migration is and
-# stay off (pause-before-switchover, for one, would stop it before the end).
-CAPABILITIES_OFF = ('pause-before-switchover', 'compress', 'block', 'x-colo', 'release-ram',
-                    'background-snapshot', 'zero-copy-send', 'postcopy-preempt',
-                    'x-ignore-shared', 'rdma-pin-all')
-
-
-# -- pure helpers --------------------------------------------------------------------
-def parse_port_range(value):
-    """(low, high) from '49152-49215', '49152' or an int."""
-    text = str(value).strip()
-    match = re.match(r'^(\d{1,5})(?:\s*-\s*(\d{1,5}))?$', text)
-    if not match:
-        raise ValidationError('migration_ports must be a port or a range like 49152-49215, got %r' % value)
-    low = int(match.group(1))
-    high = int(match.group(2) or low)
-    if not 1 <= low <= high <= 65535:
-        raise ValidationError('migration_ports %r: give ports from 1 to 65535, the lower first' % value)
-    return low, high
-
-
-def listen_address(value):
-    """The normalised IP address to listen on; a host name is refused (QEMU
-    would bind whatever it resolves to)."""
-    try:
-        return str(ipaddress.ip_address(str(value).strip()))
-    except ValueError:
-        raise ValidationError('migration_address must be an IPv4 or IPv6 address of this host,'
-                              ' got %r' % value)
-
-
-def tcp_uri(host, port):
-    if ':' in host:
-        host = '[%s]' % host
-    return 'tcp:%s:%d' % (host, port)
-
-
-def parse_uri(uri):
-    """(host, port) of a tcp: migration URI. Other transports are refused: an
-    exec: URI would make QEMU run a shell command."""
-    match = URI_PATTERN.match(str(uri or '').strip())
-    port = int(match.group(2)) if match else 0
-    if not match or not 1 <= port <= 65535:
-        raise ValidationError('uri must be tcp:HOST:PORT (as accept returns it), got %r' % (uri,))
-    return match.group(1).strip('[]'), port
-
-
-def check_options(params):
-    """Refuse out-of-range tuning before anything is touched."""
-    def whole(key, low, high=None):
-        value = params[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or \
-                (high is not None and value > high):
-            raise ValidationError('%s must be a whole number from %d%s, got %r'
-                                  % (key, low, ' to %d' % high if high is not None else '', value))
-    whole('max_bandwidth_mib', 0)
-    whole('downtime_limit_ms', 0, MAX_DOWNTIME_MS)
-    whole('xbzrle_cache_mb', 1)
-    whole('multifd_channels', 1, MAX_MULTIFD_CHANNELS)
-    whole('timeout', 0)
-    whole('stall_timeout', 1)
-    whole('memory_margin_mb', 0)
-
-
-def capabilities(params, available):
-    """[{capability, state}] for migrate-set-capabilities. Both ends get the
-    same list (multifd and postcopy-ram must match; the rest is harmless on a
-    target). One this QEMU does not know is left out when off, refused when on."""
-    wanted = [
-        ('events', True),
-        ('return-path', bool(params['return_path'])),
-        ('auto-converge', bool(params['auto_converge'])),
-        ('xbzrle', bool(params['xbzrle'])),
-        ('multifd', bool(params['multifd'])),
-        ('postcopy-ram', bool(params['postcopy'])),
-    ] + [(name, False) for name in CAPABILITIES_OFF]
-    known = set(available)
-    missing = [name for name, state in wanted if state and name not in known]
-    if missing:
-        raise ValidationError('this QEMU does not support the migration capabilit%s %s'
-                              % ('y' if len(missing) == 1 else 'ies', ', '.join(missing)))
-    return [{'capability': name, 'state': state} for name, state in wanted if name in known]
-
-
-def parameters(params):
-    """Arguments of migrate-set-parameters, all set on every run."""
-    bandwidth = params['max_bandwidth_mib']
-    return {
-        'max-bandwidth': bandwidth * MIB if bandwidth else UNLIMITED_BANDWIDTH,
-        'downtime-limit': params['downtime_limit_ms'],
-        'xbzrle-cache-size': params['xbzrle_cache_mb'] * MIB,
-        'multifd-channels': params['multifd_channels'],
-    }
-
-
-def extract_stats(info):
-    """Migration statistics from a query-migrate reply, in plain names."""
-    info = info or {}
-    ram = info.get('ram') or {}
-    total_ms = info.get('total-time')
-    transferred = ram.get('transferred')
-    page_size = ram.get('page-size')
-    dirty_rate = ram.get('dirty-pages-rate')
-    stats = {
-        'status': info.get('status'),
-        'total_time_ms': total_ms,
-        'downtime_ms': info.get('downtime'),
-        'expected_downtime_ms': info.get('expected-downtime'),
-        'setup_time_ms': info.get('setup-time'),
-        'transferred_bytes': transferred,
-        'ram_total_bytes': ram.get('total'),
-        'remaining_bytes': ram.get('remaining'),
-        'throughput_mbps': ram.get('mbps'),
-        'average_mib_s': round(transferred / float(MIB) / (total_ms / 1000.0), 2)
-        if transferred is not None and total_ms else None,
-        'passes': ram.get('dirty-sync-count'),
-        'dirty_pages_rate': dirty_rate,
-        'dirty_rate_mib_s': round(dirty_rate * page_size / float(MIB), 2)
-        if dirty_rate is not None and page_size else None,
-        'page_size': page_size,
-        'normal_pages': ram.get('normal'),
-        'duplicate_pages': ram.get('duplicate'),
-        'multifd_bytes': ram.get('multifd-bytes'),
-        'precopy_bytes': ram.get('precopy-bytes'),
-        'downtime_bytes': ram.get('downtime-bytes'),
-        'postcopy_bytes': ram.get('postcopy-bytes'),
-        'postcopy_requests': ram.get('postcopy-requests'),
-        'cpu_throttle_percentage': info.get('cpu-throttle-percentage'),
-        'error': info.get('error-desc'),
-    }
-    xbzrle = info.get('xbzrle-cache')
-    if xbzrle:
-        stats['xbzrle'] = dict((key.replace('-', '_'), value) for key, value in xbzrle.items())
-    return stats
-
-
-def stats_settled(info):
-    """Whether a query-migrate reply has its final figures (see STATS_SETTLE)."""
-    info = info or {}
-    return info.get('status') != 'completed' or bool(info.get('total-time'))
-
-
-class Progress:
-    """Stall and overall-timeout detection from samples of transferred bytes."""
-
-    def __init__(self, started, timeout, stall_timeout):
-        self.started = started
-        self.timeout = timeout
-        self.stall_timeout = stall_timeout
-        self.last_bytes = None
-        self.last_growth = started
-
-    def sample(self, now, transferred):
-        """None while all is well, else 'timeout' or 'stalled'."""
-        if transferred != self.last_bytes:
-            self.last_bytes = transferred
-            self.last_growth = now
-        if self.timeout and now - self.started >= self.timeout:
-            return 'timeout'
-        if now - self.last_growth >= self.stall_timeout:
-            return 'stalled'
-        return None
-
-
-def ends_migration(event):
-    """Whether a MIGRATION event reports a final status."""
-    return (event.get('data') or {}).get('status') in TERMINAL
-
-
-def vnc_has_password(argv):
-    return any(word.endswith(',password=on') for index, word in enumerate(argv)
-               if index and argv[index - 1] == '-vnc')
-
-
-def requirements_of(runtime):
-    """What a target must offer to take the guest of this runtime."""
-    spec = runtime['spec']
-    return {
-        'memory_mb': spec['memory'],
-        'vcpus': spec['vcpus'],
-        'machine': spec['machine'],
-        'accel': runtime['accel'],
-        'qemu_version': list(runtime['qemu_version']) if runtime.get('qemu_version') else None,
-        'files': [d['path'] for d in spec['disks']] + [spec[k] for k in ('kernel', 'initrd') if spec.get(k)],
-        'bridges': sorted(set(n['bridge'] for n in spec['nics'] if n['type'] == 'bridge')),
-        'vnc_password': vnc_has_password(runtime['argv']),
-    }
-
-
-def target_problems(req, facts):
-    """Why this host cannot take the guest, as sentences (empty: it can).
-    ``facts``: available_mb, margin_mb, qemu (query_binary), kvm (usable,
-    reason), bridges (set), file_problems (list)."""
-    problems = []
-    need = req['memory_mb'] + facts['margin_mb']
-    if facts['available_mb'] < need:
-        problems.append('not enough memory: the guest needs %d MiB plus a margin of %d MiB, and %d MiB'
-                        ' are available (MemAvailable)' % (req['memory_mb'], facts['margin_mb'],
-                                                           facts['available_mb']))
-    qemu = facts['qemu']
-    have = tuple(qemu['version'] or ())
-    if req['qemu_version'] and have and have < tuple(req['qemu_version']):
-        problems.append('QEMU here (%s) is older than on the source (%s)'
-                        % (_qemu.version_string(have), _qemu.version_string(req['qemu_version'])))
-    if req['machine'] not in qemu['machines']:
-        problems.append('QEMU here (%s) does not know the machine type %s'
-                        % (_qemu.version_string(have or None), req['machine']))
-    if req['accel'] == 'kvm' and not facts['kvm'][0]:
-        problems.append('the guest runs with KVM and KVM is not usable here (%s)' % facts['kvm'][1])
-    for bridge in req['bridges']:
-        if bridge not in facts['bridges']:
-            problems.append('bridge %s does not exist here' % bridge)
-    return problems + list(facts['file_problems'])
-
-
-# -- deciding after an interrupted run -------------------------------------------
-def classify(record):
-    """What one copy of the guest is, from a status record: absent, running,
-    paused (a copy that is not an unfinished target), incoming-complete,
-    incoming-partial, busy (a phase runs there) or unknown."""
-    if not isinstance(record, dict):
-        return 'unknown'
-    if record.get('busy'):
-        return 'busy'
-    if not record.get('present'):
-        return 'absent'
-    run_state = record.get('run_state')
-    if not run_state:
-        return 'unknown'
-    if run_state == 'running':
-        return 'running'
-    if record.get('incoming'):
-        if run_state == 'paused' and record.get('migration_status') == 'completed':
-            return 'incoming-complete'
-        return 'incoming-partial'
-    return 'paused'
-
-
-def decide(source, target):
-    """Which copy to keep after an interrupted migration: 'source', 'target'
-    or None (the guest runs nowhere and none of its copies may be started).
-    Both hosts reach the same answer from the same two status records.
-
-    The newest state wins: a running copy; else a target that was finalized
-    (it may have run) or that holds a completed incoming migration the source
-    also saw complete; else the source, whose state is the newest as long as
-    the target never ran.
-    """
-    s, t = classify(source), classify(target)
-    for role, kind in (('source', s), ('target', t)):
-        if kind in ('busy', 'unknown'):
-            raise MigrationError('cannot decide: the %s copy is %s%s; take status again once no phase'
-                                 ' runs there' % (role, kind, ' (a phase is running there)' if kind == 'busy'
-                                                  else ' (its monitor did not answer)'))
-    if s.startswith('incoming'):
-        raise MigrationError('the copy on the source host is an unfinished migration target: are the'
-                             ' roles swapped?')
-    if s == 'running' and t == 'running':
-        raise MigrationError('the guest runs on both hosts: refusing to choose; stop one copy by hand'
-                             ' (the one whose disk writes you can lose)')
-    if s == 'running':
-        return {'keep': 'source', 'reason': 'the guest runs on the source'}
-    if t == 'running':
-        return {'keep': 'target', 'reason': 'the guest runs on the target'}
-    if t == 'paused':
-        return {'keep': 'target', 'reason': 'the target copy was finalized, so it may have run'}
-    if t == 'incoming-complete' and (s == 'absent' or source.get('migration_status') == 'completed'):
-        return {'keep': 'target', 'reason': 'the target holds the completed migration and the source'
-                                            ' is %s' % ('gone' if s == 'absent' else 'migrated away')}
-    if s == 'paused':
-        return {'keep': 'source', 'reason': 'the source holds the newest state (the target never ran)'}
-    return {'keep': None, 'reason': 'no copy holds a complete state: the guest runs nowhere and is'
-                                    ' not started'}
 
 
 # -- the phases ----------------------------------------------------------------------

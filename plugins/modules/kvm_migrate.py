@@ -486,7 +486,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import KvmError
-from ansible_collections.hvops.kvm.plugins.module_utils._migration import DEFAULTS, PHASES, ROLES, run_phase
+from ansible_collections.hvops.kvm.plugins.module_utils._migration import PHASES, ROLES, run_phase
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import DEFAULTS
 
 
 def main():

@@ -2,7 +2,11 @@
 statistics, progress, target checks and the recover decision table."""
 import pytest
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _migration as m
+from ansible_collections.hvops.kvm.plugins.module_utils import _instance as instance
+from ansible_collections.hvops.kvm.plugins.module_utils import _migration_checks as checks
+from ansible_collections.hvops.kvm.plugins.module_utils import _migration_recover as recover
+from ansible_collections.hvops.kvm.plugins.module_utils import _migration_settings as settings
+from ansible_collections.hvops.kvm.plugins.module_utils import _migration_stats as mstats
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import MigrationError, ValidationError
 
 # query-migrate on QEMU 7.2.22 right after a completed migration of an idle
@@ -20,7 +24,7 @@ CAPS_7_2 = ['xbzrle', 'rdma-pin-all', 'auto-converge', 'zero-blocks', 'compress'
 
 
 def options(**changes):
-    params = dict(m.DEFAULTS)
+    params = dict(settings.DEFAULTS)
     params.update(changes)
     return params
 
@@ -34,26 +38,26 @@ def options(**changes):
     ('65535-65535', (65535, 65535)),
 ])
 def test_port_range_parses(value, expected):
-    assert m.parse_port_range(value) == expected
+    assert settings.parse_port_range(value) == expected
 
 
 @pytest.mark.parametrize('value', ['', 'abc', '0-10', '10-5', '70000', '1-70000', '1-2-3', '-5', '1,2'])
 def test_bad_port_range_is_refused(value):
     with pytest.raises(ValidationError, match='migration_ports'):
-        m.parse_port_range(value)
+        settings.parse_port_range(value)
 
 
 def test_listen_address_is_an_ip_address():
-    assert m.listen_address(' 10.0.0.1 ') == '10.0.0.1'
-    assert m.listen_address('0:0:0:0:0:0:0:1') == '::1'
+    assert settings.listen_address(' 10.0.0.1 ') == '10.0.0.1'
+    assert settings.listen_address('0:0:0:0:0:0:0:1') == '::1'
     for bad in ('localhost', 'node2.example', '1.2.3.4.5', ''):
         with pytest.raises(ValidationError, match='migration_address'):
-            m.listen_address(bad)
+            settings.listen_address(bad)
 
 
 def test_tcp_uri_brackets_ipv6():
-    assert m.tcp_uri('127.0.0.1', 49152) == 'tcp:127.0.0.1:49152'
-    assert m.tcp_uri('::1', 49152) == 'tcp:[::1]:49152'
+    assert settings.tcp_uri('127.0.0.1', 49152) == 'tcp:127.0.0.1:49152'
+    assert settings.tcp_uri('::1', 49152) == 'tcp:[::1]:49152'
 
 
 @pytest.mark.parametrize('uri, expected', [
@@ -62,7 +66,7 @@ def test_tcp_uri_brackets_ipv6():
     ('tcp:node2.example:49152', ('node2.example', 49152)),
 ])
 def test_tcp_uris_parse(uri, expected):
-    assert m.parse_uri(uri) == expected
+    assert settings.parse_uri(uri) == expected
 
 
 @pytest.mark.parametrize('uri', [
@@ -71,26 +75,26 @@ def test_tcp_uris_parse(uri, expected):
 ])
 def test_other_uris_are_refused(uri):
     with pytest.raises(ValidationError, match='tcp:HOST:PORT'):
-        m.parse_uri(uri)
+        settings.parse_uri(uri)
 
 
 # -- options, capabilities, parameters ----------------------------------------------
 @pytest.mark.parametrize('key, value', [
-    ('max_bandwidth_mib', -1), ('downtime_limit_ms', m.MAX_DOWNTIME_MS + 1), ('xbzrle_cache_mb', 0),
+    ('max_bandwidth_mib', -1), ('downtime_limit_ms', settings.MAX_DOWNTIME_MS + 1), ('xbzrle_cache_mb', 0),
     ('multifd_channels', 0), ('multifd_channels', 256), ('timeout', -1), ('stall_timeout', 0),
     ('memory_margin_mb', -5), ('stall_timeout', True), ('timeout', '5'),
 ])
 def test_out_of_range_options_are_refused(key, value):
     with pytest.raises(ValidationError, match=key):
-        m.check_options(options(**{key: value}))
+        settings.check_options(options(**{key: value}))
 
 
 def test_defaults_pass_the_checks():
-    m.check_options(options())
+    settings.check_options(options())
 
 
 def test_capabilities_by_default_events_and_return_path_only_and_all_set_explicitly():
-    caps = dict((c['capability'], c['state']) for c in m.capabilities(options(), CAPS_7_2))
+    caps = dict((c['capability'], c['state']) for c in settings.capabilities(options(), CAPS_7_2))
     assert caps.pop('events') is True and caps.pop('return-path') is True
     assert not any(caps.values())
     assert {'auto-converge', 'xbzrle', 'multifd', 'postcopy-ram', 'pause-before-switchover'} <= set(caps)
@@ -98,42 +102,42 @@ def test_capabilities_by_default_events_and_return_path_only_and_all_set_explici
 
 def test_capabilities_follow_the_options():
     params = options(auto_converge=True, xbzrle=True, multifd=True, postcopy=True, return_path=False)
-    caps = dict((c['capability'], c['state']) for c in m.capabilities(params, CAPS_7_2))
+    caps = dict((c['capability'], c['state']) for c in settings.capabilities(params, CAPS_7_2))
     assert caps['auto-converge'] and caps['xbzrle'] and caps['multifd'] and caps['postcopy-ram']
     assert caps['return-path'] is False and caps['pause-before-switchover'] is False
 
 
 def test_capabilities_unknown_to_qemu_are_left_out_when_off_and_refused_when_on():
     old = ['xbzrle', 'auto-converge', 'events', 'postcopy-ram']
-    caps = [c['capability'] for c in m.capabilities(options(return_path=False), old)]
+    caps = [c['capability'] for c in settings.capabilities(options(return_path=False), old)]
     assert sorted(caps) == sorted(old)
     with pytest.raises(ValidationError, match='multifd'):
-        m.capabilities(options(multifd=True), old)
+        settings.capabilities(options(multifd=True), old)
 
 
 def test_parameters_unlimited_bandwidth_by_default():
-    params = m.parameters(options())
-    assert params['max-bandwidth'] == m.UNLIMITED_BANDWIDTH > 128 * m.MIB
+    params = settings.parameters(options())
+    assert params['max-bandwidth'] == settings.UNLIMITED_BANDWIDTH > 128 * settings.MIB
     assert params['downtime-limit'] == 300
-    assert params['xbzrle-cache-size'] == 64 * m.MIB and params['multifd-channels'] == 2
+    assert params['xbzrle-cache-size'] == 64 * settings.MIB and params['multifd-channels'] == 2
 
 
 def test_parameters_with_a_bandwidth_limit():
-    params = m.parameters(options(max_bandwidth_mib=100, downtime_limit_ms=50, xbzrle_cache_mb=8,
-                                  multifd_channels=4))
-    assert params == {'max-bandwidth': 100 * m.MIB, 'downtime-limit': 50,
-                      'xbzrle-cache-size': 8 * m.MIB, 'multifd-channels': 4}
+    params = settings.parameters(options(max_bandwidth_mib=100, downtime_limit_ms=50, xbzrle_cache_mb=8,
+                                         multifd_channels=4))
+    assert params == {'max-bandwidth': 100 * settings.MIB, 'downtime-limit': 50,
+                      'xbzrle-cache-size': 8 * settings.MIB, 'multifd-channels': 4}
 
 
 # -- statistics and progress -----------------------------------------------------------
 def test_stats_are_settled_only_once_total_time_is_filled_in():
-    assert not m.stats_settled(EARLY)
-    assert m.stats_settled(SETTLED)
-    assert m.stats_settled({'status': 'failed'}) and m.stats_settled({})
+    assert not mstats.stats_settled(EARLY)
+    assert mstats.stats_settled(SETTLED)
+    assert mstats.stats_settled({'status': 'failed'}) and mstats.stats_settled({})
 
 
 def test_stats_from_a_completed_migration():
-    stats = m.extract_stats(SETTLED)
+    stats = mstats.extract_stats(SETTLED)
     assert stats['status'] == 'completed'
     assert (stats['total_time_ms'], stats['downtime_ms'], stats['setup_time_ms']) == (19, 8, 1)
     assert stats['transferred_bytes'] == 603263 and stats['ram_total_bytes'] == 67641344
@@ -148,15 +152,15 @@ def test_stats_of_a_failed_migration_and_of_xbzrle():
     info = {'status': 'failed', 'error-desc': 'Unable to write to socket: Broken pipe',
             'ram': {'transferred': 10, 'dirty-pages-rate': 256, 'page-size': 4096},
             'xbzrle-cache': {'cache-size': 67108864, 'cache-miss': 3}}
-    stats = m.extract_stats(info)
+    stats = mstats.extract_stats(info)
     assert stats['error'] == 'Unable to write to socket: Broken pipe'
     assert stats['average_mib_s'] is None and stats['dirty_rate_mib_s'] == 1.0
     assert stats['xbzrle'] == {'cache_size': 67108864, 'cache_miss': 3}
-    assert m.extract_stats(None)['status'] is None
+    assert mstats.extract_stats(None)['status'] is None
 
 
 def test_progress_stall_is_measured_from_the_last_growth():
-    progress = m.Progress(started=100.0, timeout=0, stall_timeout=5)
+    progress = mstats.Progress(started=100.0, timeout=0, stall_timeout=5)
     assert progress.sample(100.0, 0) is None
     assert progress.sample(104.0, 10) is None
     assert progress.sample(108.9, 10) is None
@@ -165,7 +169,7 @@ def test_progress_stall_is_measured_from_the_last_growth():
 
 
 def test_progress_overall_timeout_wins_over_progress():
-    progress = m.Progress(started=0.0, timeout=30, stall_timeout=5)
+    progress = mstats.Progress(started=0.0, timeout=30, stall_timeout=5)
     for second in range(30):
         assert progress.sample(float(second), second * 1000) is None
     assert progress.sample(30.0, 31000) == 'timeout'
@@ -183,14 +187,14 @@ def runtime(**spec_changes):
 
 
 def test_incoming_and_vnc_password_are_read_from_the_argv():
-    assert m.is_incoming(runtime())
-    assert not m.is_incoming({'argv': ['qemu', '-S']}) and not m.is_incoming(None)
-    assert m.vnc_has_password(['qemu', '-vnc', '127.0.0.1:1,password=on'])
-    assert not m.vnc_has_password(['qemu', '-vnc', '127.0.0.1:1', 'x,password=on'])
+    assert instance.is_incoming(runtime())
+    assert not instance.is_incoming({'argv': ['qemu', '-S']}) and not instance.is_incoming(None)
+    assert checks.vnc_has_password(['qemu', '-vnc', '127.0.0.1:1,password=on'])
+    assert not checks.vnc_has_password(['qemu', '-vnc', '127.0.0.1:1', 'x,password=on'])
 
 
 def test_requirements_of_a_runtime():
-    assert m.requirements_of(runtime()) == {
+    assert checks.requirements_of(runtime()) == {
         'memory_mb': 512, 'vcpus': 2, 'machine': 'pc-i440fx-7.2', 'accel': 'kvm',
         'qemu_version': [7, 2, 22], 'files': ['/srv/vm1.img', '/srv/vmlinuz'], 'bridges': ['br0'],
         'vnc_password': True}
@@ -205,9 +209,9 @@ def facts(**changes):
 
 
 def test_a_fitting_target_has_no_problems():
-    assert m.target_problems(m.requirements_of(runtime()), facts()) == []
+    assert checks.target_problems(checks.requirements_of(runtime()), facts()) == []
     newer = facts(qemu={'version': (8, 0, 0), 'machines': {'pc-i440fx-7.2': None}})
-    assert m.target_problems(m.requirements_of(runtime()), newer) == []
+    assert checks.target_problems(checks.requirements_of(runtime()), newer) == []
 
 
 @pytest.mark.parametrize('changes, words', [
@@ -219,12 +223,12 @@ def test_a_fitting_target_has_no_problems():
     ({'file_problems': ['disk 0 (/srv/vm1.img) does not exist']}, 'does not exist'),
 ])
 def test_each_target_problem_is_named(changes, words):
-    problems = m.target_problems(m.requirements_of(runtime()), facts(**changes))
+    problems = checks.target_problems(checks.requirements_of(runtime()), facts(**changes))
     assert len(problems) == 1 and words in problems[0], problems
 
 
 def test_memory_is_enough_at_exactly_guest_plus_margin():
-    assert m.target_problems(m.requirements_of(runtime()), facts(available_mb=640)) == []
+    assert checks.target_problems(checks.requirements_of(runtime()), facts(available_mb=640)) == []
 
 
 # -- recover ---------------------------------------------------------------------------------
@@ -248,7 +252,7 @@ MUTE = {'present': True, 'run_state': None, 'incoming': False}
     (None, 'unknown'), ('garbage', 'unknown'),
 ])
 def test_classify(record, kind):
-    assert m.classify(record) == kind
+    assert recover.classify(record) == kind
 
 
 @pytest.mark.parametrize('source, target, keep', [
@@ -274,7 +278,7 @@ def test_classify(record, kind):
     (ABSENT, WAITING, None),
 ])
 def test_decide_keeps_the_copy_with_the_newest_state(source, target, keep):
-    assert m.decide(source, target)['keep'] == keep
+    assert recover.decide(source, target)['keep'] == keep
 
 
 @pytest.mark.parametrize('source, target, words', [
@@ -287,7 +291,7 @@ def test_decide_keeps_the_copy_with_the_newest_state(source, target, keep):
 ])
 def test_decide_refuses_what_it_cannot_know(source, target, words):
     with pytest.raises(MigrationError, match=words):
-        m.decide(source, target)
+        recover.decide(source, target)
 
 
 def test_decide_never_keeps_an_absent_or_partial_copy():
@@ -295,9 +299,9 @@ def test_decide_never_keeps_an_absent_or_partial_copy():
     for source in records:
         for target in records:
             try:
-                keep = m.decide(source, target)['keep']
+                keep = recover.decide(source, target)['keep']
             except MigrationError:
                 continue
             if keep is not None:
                 kept = source if keep == 'source' else target
-                assert m.classify(kept) in ('running', 'paused', 'incoming-complete'), (source, target)
+                assert recover.classify(kept) in ('running', 'paused', 'incoming-complete'), (source, target)
