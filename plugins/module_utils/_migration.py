@@ -616,7 +616,10 @@ class Migration:
         with self.locked():
             local, runtime = self.observe()
             expected = self.params['local_status']
-            if expected is not None and classify(expected) != local['copy']:
+            # An unfinished target whose QEMU has since exited (the source's
+            # recover cancelled its migration) is discarded all the same.
+            if expected is not None and classify(expected) != local['copy'] and \
+                    (classify(expected), local['copy']) != ('incoming-partial', 'absent'):
                 raise MigrationError('the copy here changed since status was taken (%s, now %s); take'
                                      ' status on both hosts again' % (classify(expected), local['copy']),
                                      instance=self.name)
@@ -625,7 +628,17 @@ class Migration:
             keep = decision['keep']
             result = {'decision': keep, 'reason': decision['reason'], 'copy': local['copy']}
             if keep == role:
-                actions = self.adopt(local, runtime)
+                # A migration no phase watches any more (its migrate phase died)
+                # goes on in QEMU: end it, so that it can neither complete after
+                # this run nor stay under way.
+                cancel = role == 'source' and local['migration_status'] in OUTGOING_MIGRATION
+                if cancel and not self.check_mode:
+                    with self.instance.monitor() as qmp:
+                        if self._cancel(qmp) == 'completed':
+                            raise MigrationError('the migration completed while recover was cancelling it;'
+                                                 ' take status on both hosts again', instance=self.name)
+                    local, runtime = self.observe()
+                actions = (['cancel'] if cancel else []) + self.adopt(local, runtime)
                 result.update(state='running')
             else:
                 actions = ['discard'] if local['present'] or self.instance.leftovers() else []
