@@ -206,7 +206,7 @@ pending_restart:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS, INSTANCE_SPEC_ARGS
-from ansible_collections.hvops.kvm.plugins.module_utils._errors import KvmError
+from ansible_collections.hvops.kvm.plugins.module_utils._module import call_library, exit_with, runner
 from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import STATES, STOP_MODES, run_task
 
 
@@ -223,22 +223,10 @@ def main():
     argument_spec.update(INSTANCE_SPEC_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
 
-    def run(argv):
-        return module.run_command(argv)
-
-    failure = None
-    try:
-        result, diff = run_task(module.params, run, check_mode=module.check_mode)
-    except KvmError as err:
-        failure = err
-    if failure is not None:
-        # Outside the except block: the message is the report, not a traceback.
-        module.fail_json(msg=str(failure), **failure.details)
-    for warning in result.pop('warnings'):
-        module.warn(warning)
+    result, diff = call_library(module, run_task, module.params, runner(module), check_mode=module.check_mode)
     if module._diff:
         result['diff'] = diff
-    module.exit_json(**result)
+    exit_with(module, result)
 
 
 if __name__ == '__main__':

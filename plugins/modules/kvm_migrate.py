@@ -485,9 +485,9 @@ reason:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS
-from ansible_collections.hvops.kvm.plugins.module_utils._errors import KvmError
 from ansible_collections.hvops.kvm.plugins.module_utils._migration import PHASES, ROLES, run_phase
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import DEFAULTS
+from ansible_collections.hvops.kvm.plugins.module_utils._module import call_library, exit_with, runner
 
 
 def main():
@@ -533,20 +533,7 @@ def main():
         ],
     )
 
-    def run(argv):
-        return module.run_command(argv)
-
-    failure = None
-    try:
-        result = run_phase(module.params, run, check_mode=module.check_mode)
-    except KvmError as err:
-        failure = err
-    if failure is not None:
-        # Outside the except block: the message is the report, not a traceback.
-        module.fail_json(msg=str(failure), **failure.details)
-    for warning in result.pop('warnings'):
-        module.warn(warning)
-    module.exit_json(**result)
+    exit_with(module, call_library(module, run_phase, module.params, runner(module), check_mode=module.check_mode))
 
 
 if __name__ == '__main__':

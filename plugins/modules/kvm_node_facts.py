@@ -395,7 +395,7 @@ ansible_facts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS
-from ansible_collections.hvops.kvm.plugins.module_utils._errors import KvmError
+from ansible_collections.hvops.kvm.plugins.module_utils._module import call_library, runner
 from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import gather
 
 
@@ -407,16 +407,10 @@ def main():
     argument_spec.update(HOST_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
 
-    def run(argv):
-        return module.run_command(argv)
-
-    try:
-        facts = gather(run, run_dir=module.params['run_dir'],
-                       gather_subset=module.params['gather_subset'],
-                       qemu_binary=module.params['qemu_binary'],
-                       monitor_timeout=module.params['monitor_timeout'])
-    except KvmError as err:
-        module.fail_json(msg=str(err), **err.details)
+    facts = call_library(module, gather, runner(module), run_dir=module.params['run_dir'],
+                         gather_subset=module.params['gather_subset'],
+                         qemu_binary=module.params['qemu_binary'],
+                         monitor_timeout=module.params['monitor_timeout'])
     module.exit_json(changed=False, ansible_facts={'kvm_node': facts})
 
 

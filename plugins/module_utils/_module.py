@@ -1,0 +1,33 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every hvops.kvm module does around the library: give it a command
+runner, turn its errors into fail_json, pass its warnings on."""
+
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import KvmError
+
+
+def runner(module):
+    """run(argv) -> (rc, stdout, stderr) through module.run_command (never a shell)."""
+    def run(argv):
+        return module.run_command(argv)
+    return run
+
+
+def call_library(module, func, *args, **kwargs):
+    """func's result; a KvmError becomes fail_json with its message and details."""
+    try:
+        return func(*args, **kwargs)
+    except KvmError as err:
+        failure = err
+    # Outside the except block: ansible-core would otherwise report the
+    # message as an exception with a traceback.
+    module.fail_json(msg=str(failure), **failure.details)
+    return None
+
+
+def exit_with(module, result):
+    """exit_json with result, its 'warnings' list sent through module.warn."""
+    for warning in result.pop('warnings', []):
+        module.warn(warning)
+    module.exit_json(**result)
