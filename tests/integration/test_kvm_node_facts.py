@@ -17,6 +17,7 @@ import time
 import pytest
 
 from ansible_run import run_adhoc, run_playbook
+from conftest import require_binary
 from nodes import LocalNode
 from qemu_procs import qemu_processes_under, wait_until
 
@@ -38,12 +39,8 @@ def run(argv):
 
 @pytest.fixture(scope='module', autouse=True)
 def tools():
-    missing = [tool for tool in ('qemu-system-x86_64', 'socat') if shutil.which(tool) is None]
-    if missing:
-        message = '%s not installed (make setup installs them)' % ' and '.join(missing)
-        if os.environ.get('CI') == 'true':
-            pytest.fail(message)
-        pytest.skip(message)
+    for program in ('qemu-system-x86_64', 'socat'):
+        require_binary(program)
 
 
 @pytest.fixture(scope='module')
