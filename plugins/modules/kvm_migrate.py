@@ -34,7 +34,9 @@ description:
     source, but only with O(target_confirmed_dead=true).
   - C(status) (either) reports the copy on this node; C(recover) (either) takes the
     other node's status and, after an interrupted run, keeps exactly one copy of the
-    guest. Both nodes decide alike from the same two status results.
+    guest. Both nodes decide alike from the same two status results. When it keeps
+    the source while QEMU still migrates from there (the migrate phase's process died),
+    it first cancels that migration (action C(cancel)); run it on the source first.
   - The target's QEMU is resumed only by C(finalize) with O(success=true), and only
     when its incoming migration has completed; until then the guest belongs to the
     source. C(finalize) with O(success=false) never kills a copy that was resumed, and
