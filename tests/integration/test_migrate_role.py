@@ -1,0 +1,558 @@
+"""The hvops.kvm.migrate role through playbooks/migrate.yml and recover.yml.
+
+Over loopback: two simulated nodes on this machine (inventory hosts kvm1 and
+kvm2, ansible_connection=local, each with its own kvm_run_dir), the test
+guest of tests/guest under TCG, its disk where both see it. Over the lab
+(marked ``lab``): the two network namespaces of tools/lab.py reached over SSH,
+the migration flowing over the veth link between their addresses.
+
+A second run that would move the guest to where it already runs is a no-op:
+the role reports no change and says so (migrate_result.moved is false).
+
+Every QEMU a test starts lives under one of the run_dirs and is killed at
+teardown (stopped ones are continued first).
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ansible_run import REPO, run_adhoc, run_playbook
+from conftest import require_binary
+from lab_fixtures import lab_session
+from nodes import LocalNode
+from qemu_procs import qemu_processes_under, serial_lines, wait_until
+
+from ansible_collections.hvops.kvm.plugins.module_utils._migration import run_phase
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
+
+INSTANCE_MODULE = 'hvops.kvm.kvm_instance'
+MIGRATE_MODULE = 'hvops.kvm.kvm_migrate'
+MIGRATE_BOOK = os.path.join(REPO, 'playbooks', 'migrate.yml')
+RECOVER_BOOK = os.path.join(REPO, 'playbooks', 'recover.yml')
+TICKS_PER_SECOND = 18.2
+NAME = 'vm1'
+HOSTS = ('kvm1', 'kvm2')
+PORTS = 16
+STAT_KEYS = ('total_time_ms', 'downtime_ms', 'setup_time_ms', 'transferred_bytes', 'throughput_mbps',
+             'average_mib_s', 'passes')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def tools():
+    for program in ('qemu-system-x86_64', 'socat'):
+        require_binary(program)
+
+
+# -- looking at the guest and the machine --------------------------------------------------
+def ticks(path, count=4):
+    """A few consecutive tick numbers from a serial console."""
+    lines = serial_lines(path, count=count + 2)
+    numbers = [int(line.split()[1]) for line in lines if line.startswith('tick ')]
+    assert len(numbers) >= count, lines
+    assert all(b == a + 1 for a, b in zip(numbers, numbers[1:])), lines
+    return numbers
+
+
+def assert_ticks_continue(before, path, within_s=120):
+    """The tick counter goes on from where it was: the same guest, not a new boot."""
+    after = ticks(path)
+    assert before[-1] < after[0] <= before[-1] + within_s * TICKS_PER_SECOND, (before, after)
+    return after
+
+
+def tcp_sockets(low, high):
+    """[(local port, remote port, state)] of the TCP sockets of this network
+    namespace with either port in low..high, TIME_WAIT aside (the kernel's
+    leftover of a closed connection, owned by no process)."""
+    found = []
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, remote, state = int(fields[1].rsplit(':', 1)[1], 16), int(fields[2].rsplit(':', 1)[1], 16), fields[3]
+            if state != '06' and (low <= local <= high or low <= remote <= high):
+                found.append((local, remote, state))
+    return found
+
+
+def tcp_inodes():
+    inodes = set()
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        with open(table) as handle:
+            inodes.update(row.split()[9] for row in handle.read().splitlines()[1:])
+    return inodes - {'0'}
+
+
+def socket_inodes(pid):
+    found = set()
+    fd_dir = '/proc/%d/fd' % pid
+    for entry in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, entry))
+        except OSError:
+            continue
+        if target.startswith('socket:['):
+            found.add(target[8:-1])
+    return found
+
+
+def processes_mentioning(text):
+    """[(pid, argv)] of live processes (this one aside) whose command line mentions text."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as handle:
+                argv = [word.decode(errors='replace') for word in handle.read().split(b'\0')[:-1]]
+        except OSError:
+            continue
+        if any(text in word for word in argv):
+            found.append((int(entry), argv))
+    return found
+
+
+def free_port_range():
+    """low, high of PORTS ports no socket of this machine uses (the default range
+    is left to other tests running at the same time)."""
+    for _attempt in range(50):
+        low = random.randrange(40000, 48000, PORTS)
+        if not tcp_sockets(low, low + PORTS - 1):
+            return low, low + PORTS - 1
+    raise AssertionError('no free port range found')
+
+
+# -- playbook results ----------------------------------------------------------------------
+def migrate_result(play):
+    """The last migrate_result the role set in a run."""
+    found = [res['ansible_facts']['migrate_result'] for _name, res in play.tasks()
+             if 'migrate_result' in res.get('ansible_facts', {})]
+    assert found, play
+    return found[-1]
+
+
+def task_result(play, suffix):
+    found = [res for name, res in play.tasks() if name.endswith(suffix)]
+    assert found, [name for name, _res in play.tasks()]
+    return found[-1]
+
+
+def play_stats(play):
+    return play.data['stats']['localhost']
+
+
+def run_argv(argv):
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+# -- two simulated nodes ---------------------------------------------------------------------
+class Loopback:
+    """Inventory hosts kvm1 and kvm2 on this machine, each with its own run_dir;
+    the guest's disk lies in kvm1's base directory, which both see."""
+
+    def __init__(self):
+        self.nodes = {host: LocalNode() for host in HOSTS}
+        self.ports = free_port_range()
+        self.inventory = os.path.join(self.nodes['kvm1'].base, 'inventory.yml')
+        hosts = {host: {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
+                        'kvm_run_dir': node.run_dir, 'kvm_migration_address': '127.0.0.1'}
+                 for host, node in self.nodes.items()}
+        with open(self.inventory, 'w') as handle:
+            json.dump({'kvm_nodes': {'hosts': hosts}}, handle, indent=1)    # JSON is YAML
+        self.disk = os.path.join(self.nodes['kvm1'].base, 'vm1.img')
+
+    def run_dir(self, host):
+        return self.nodes[host].run_dir
+
+    def adhoc(self, host, module, args, ok=True):
+        args = dict(args, run_dir=self.run_dir(host), name=NAME)
+        done = run_adhoc(self.inventory, module, args, host=host)
+        if ok:
+            assert done.rc == 0, done.result(host=host)
+        return done.result(host=host)
+
+    def phase(self, host, **params):
+        """One kvm_migrate phase on host, run in this process through the
+        library the module runs (no ansible start-up: fast, and a file
+        descriptor the library leaked would stay open here)."""
+        params.update(name=NAME, run_dir=self.run_dir(host))
+        if params['phase'] == 'accept':
+            params.setdefault('migration_ports', '%d-%d' % self.ports)
+        return run_phase(params, run_argv)
+
+    def start_guest(self, image, memory=32):
+        shutil.copyfile(image, self.disk)
+        return self.adhoc('kvm1', INSTANCE_MODULE, {
+            'memory': memory, 'accel': 'tcg', 'machine': 'pc', 'state': 'started',
+            'disks': [{'path': self.disk, 'interface': 'ide'}]})
+
+    def migrate(self, source, target, check=False, **role_vars):
+        extra = {'instance': NAME, 'source': source, 'target': target,
+                 'migrate_ports': '%d-%d' % self.ports}
+        extra.update(role_vars)
+        return run_playbook(self.inventory, MIGRATE_BOOK, check=check, extra_vars=extra)
+
+    def recover(self, source, target, check=False):
+        return run_playbook(self.inventory, RECOVER_BOOK, check=check,
+                            extra_vars={'instance': NAME, 'source': source, 'target': target})
+
+    def pids(self, host):
+        return [pid for pid, _argv in qemu_processes_under(self.run_dir(host))]
+
+    def serial(self, host):
+        return os.path.join(self.run_dir(host), 'ctrl', NAME + '.serial')
+
+    def files(self, host):
+        """Files of the instance under run_dir; lock/ aside (a lock file per
+        instance name stays, by design)."""
+        found = []
+        for sub in ('pid', 'ctrl', 'conf', 'ifup'):
+            path = os.path.join(self.run_dir(host), sub)
+            found += [os.path.join(sub, entry) for entry in sorted(os.listdir(path))] \
+                if os.path.isdir(path) else []
+        return found
+
+    def snapshots(self):
+        return [self.nodes[host].snapshot() for host in HOSTS]
+
+    def destroy(self):
+        for node in self.nodes.values():
+            for pid in [pid for pid, _argv in qemu_processes_under(node.run_dir)]:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            node.destroy()
+
+
+@pytest.fixture
+def loop():
+    made = Loopback()
+    yield made
+    made.destroy()
+
+
+# -- over loopback ---------------------------------------------------------------------------
+def test_the_role_moves_a_running_guest_there_and_back(loop, guest_image):
+    started = loop.start_guest(guest_image('normal'))
+    before = ticks(loop.serial('kvm1'))
+
+    there = loop.migrate('kvm1', 'kvm2')
+    assert there.rc == 0, there
+    result = migrate_result(there)
+    assert result['moved'] is True and result['runs_on'] == 'kvm2' and 'failed' not in result
+    assert result['uri'].startswith('tcp:127.0.0.1:')
+    assert loop.ports[0] <= int(result['uri'].rsplit(':', 1)[1]) <= loop.ports[1]
+    stats = result['stats']
+    assert sorted(stats) == sorted(STAT_KEYS + ('ram_total_bytes',))
+    assert stats['total_time_ms'] > 0 and stats['downtime_ms'] is not None and stats['transferred_bytes'] > 0
+    assert stats['throughput_mbps'] is not None and stats['passes'] >= 1
+    assert play_stats(there)['changed'] == 4, 'accept, migrate, finalize and confirm'
+    # Exactly one QEMU, on kvm2; nothing of the guest left on kvm1.
+    assert loop.pids('kvm1') == [] and loop.files('kvm1') == []
+    assert loop.pids('kvm2') == [result['pid']] and result['pid'] != started['pid']
+    after = assert_ticks_continue(before, loop.serial('kvm2'))
+    shown = task_result(there, 'Show the migration')['msg']
+    assert shown[0] == result['message'] and shown[1].startswith('runs on kvm2 (pid %d)' % result['pid'])
+    assert shown[2] == 'total time %(total_time_ms)s ms, downtime %(downtime_ms)s ms, setup %(setup_time_ms)s ms' % stats
+    print('\nloopback kvm1 -> kvm2: %s; whole role %s s' % (json.dumps(stats), result['elapsed_s']))
+
+    # Moving it again to where it runs is a no-op: nothing changes, and it says so.
+    snapshots = loop.snapshots()
+    again = loop.migrate('kvm1', 'kvm2')
+    assert again.rc == 0, again
+    noop = migrate_result(again)
+    assert noop['moved'] is False and noop['runs_on'] == 'kvm2' and noop['pid'] == result['pid']
+    assert noop['stats'] is None and 'already runs on kvm2' in noop['message']
+    assert play_stats(again)['changed'] == 0
+    assert loop.snapshots() == snapshots
+
+    back = loop.migrate('kvm2', 'kvm1')
+    assert back.rc == 0, back
+    result = migrate_result(back)
+    assert result['moved'] is True and result['runs_on'] == 'kvm1'
+    assert loop.pids('kvm2') == [] and loop.files('kvm2') == []
+    assert loop.pids('kvm1') == [result['pid']]
+    assert_ticks_continue(after, loop.serial('kvm1'))
+    assert tcp_sockets(*loop.ports) == []
+    for host in HOSTS:
+        assert [pid for pid, _argv in processes_mentioning(loop.nodes[host].base) if pid != result['pid']] == []
+    print('loopback kvm2 -> kvm1: %s; whole role %s s' % (json.dumps(result['stats']), result['elapsed_s']))
+
+    # recover.yml after an uninterrupted run: nothing to do.
+    recovered = loop.recover('kvm2', 'kvm1')
+    assert recovered.rc == 0, recovered
+    assert play_stats(recovered)['changed'] == 0
+    outcome = recovered.result(-2)['ansible_facts']['migrate_recover_result']
+    assert outcome['decision'] == 'target' and outcome['runs_on'] == 'kvm1' and outcome['changed'] is False
+    assert loop.pids('kvm1') == [result['pid']]
+
+
+def test_check_mode_stops_after_the_prechecks_and_changes_nothing(loop, guest_image):
+    started = loop.start_guest(guest_image('normal'))
+    snapshots = loop.snapshots()
+    checked = loop.migrate('kvm1', 'kvm2', check=True)
+    assert checked.rc == 0, checked
+    result = migrate_result(checked)
+    assert result['check_mode'] is True and result['moved'] is False and result['runs_on'] == 'kvm1'
+    assert result['pid'] == started['pid']
+    assert result['message'].startswith('Check mode: vm1 would move from kvm1 to kvm2.')
+    assert 'Nothing was changed' in result['message']
+    assert 'listening on 127.0.0.1 (ports %d-%d)' % loop.ports in result['message']
+    # accept ran its checks in check mode, then the role stopped.
+    accepted = task_result(checked, 'Check that the target can take the guest')
+    assert accepted['actions'] == ['start_incoming', 'listen'] and accepted['changed'] is True
+    assert not [name for name, _res in checked.tasks() if 'Migrate from the source' in name]
+    assert loop.snapshots() == snapshots
+    assert loop.pids('kvm2') == [] and loop.pids('kvm1') == [started['pid']]
+
+    # A check that cannot pass says why, and also changes nothing.
+    refused = loop.migrate('kvm1', 'kvm2', check=True, migrate_memory_margin_mb=10 ** 9)
+    assert refused.rc != 0
+    assert 'not enough memory' in task_result(refused, 'Check that the target can take the guest')['msg']
+    assert loop.snapshots() == snapshots
+
+
+def test_a_failed_migration_is_rolled_back_to_the_source(loop, guest_image):
+    # A guest that dirties 48 MiB, at 4 MiB/s: it cannot finish in 2 s.
+    started = loop.start_guest(guest_image('dirty', dirty_mib=48), memory=64)
+    before = ticks(loop.serial('kvm1'))
+    failed = loop.migrate('kvm1', 'kvm2', migrate_max_bandwidth_mib=4, migrate_timeout=2)
+    assert failed.rc != 0, failed
+    assert play_stats(failed)['rescued'] == 1
+    message = task_result(failed, 'Fail with what happened and where the guest runs')['msg']
+    assert message.startswith('Migration of vm1 from kvm1 to kvm2 failed in "Migrate from the source"')
+    assert 'not done within the timeout of 2 s' in message
+    assert message.endswith('Rolled back: the incoming copy on kvm2 was removed, and vm1 runs on kvm1'
+                            ' (pid %d).' % started['pid'])
+    result = migrate_result(failed)
+    assert result['failed'] is True and result['moved'] is False and result['rolled_back'] is True
+    assert result['runs_on'] == 'kvm1' and result['pid'] == started['pid']
+    assert result['failed_phase'].endswith('Migrate from the source')
+    assert result['stats']['transferred_bytes'] > 0
+    # The guest runs on the source only; the target has no process and no files.
+    assert loop.pids('kvm1') == [started['pid']]
+    assert loop.pids('kvm2') == [] and loop.files('kvm2') == []
+    before = assert_ticks_continue(before, loop.serial('kvm1'))
+
+    # The target's QEMU killed in the middle of the migration.
+    killed = []
+
+    def kill_target():
+        qmp = os.path.join(loop.run_dir('kvm2'), 'ctrl', NAME + '.qmp')
+
+        def migrating():
+            if not loop.pids('kvm2') or not os.path.exists(qmp):
+                return False
+            try:
+                with QmpSession(qmp) as session:
+                    return session.execute('query-migrate').get('status') == 'active'
+            except Exception:   # pylint: disable=broad-except
+                return False
+        wait_until(migrating, 60, interval=0.1)
+        time.sleep(0.5)
+        pid = loop.pids('kvm2')[0]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_target, daemon=True)
+    killer.start()
+    failed = loop.migrate('kvm1', 'kvm2', migrate_max_bandwidth_mib=4, migrate_timeout=120)
+    killer.join(10)
+    assert killed, 'the target QEMU was never seen migrating'
+    assert failed.rc != 0, failed
+    message = task_result(failed, 'Fail with what happened and where the guest runs')['msg']
+    assert 'did not complete' in message, message
+    assert 'Rolled back:' in message and 'vm1 runs on kvm1 (pid %d)' % started['pid'] in message
+    assert task_result(failed, 'Roll back on the target (remove the incoming copy)')['actions'] == ['clean']
+    assert migrate_result(failed)['runs_on'] == 'kvm1'
+    assert loop.pids('kvm1') == [started['pid']]
+    assert loop.pids('kvm2') == [] and loop.files('kvm2') == []
+    assert_ticks_continue(before, loop.serial('kvm1'))
+
+
+def test_recover_playbook_after_interrupted_runs(loop, guest_image):
+    started = loop.start_guest(guest_image('normal'))
+    before = ticks(loop.serial('kvm1'))
+
+    # Cut off after accept: the migrate role refuses and points to recover.yml.
+    prepared = loop.phase('kvm1', phase='prepare')
+    loop.phase('kvm2', phase='accept', runtime=prepared['runtime'], definition=prepared['definition'])
+    refused = loop.migrate('kvm1', 'kvm2')
+    assert refused.rc != 0
+    message = task_result(refused, 'Refuse what cannot be migrated')['msg']
+    assert 'vm1 on kvm2 is the target of an earlier migration that was never finalized' in message
+    assert 'playbooks/recover.yml -e instance=vm1 -e source=kvm1 -e target=kvm2' in message
+
+    snapshots = loop.snapshots()
+    predicted = loop.recover('kvm1', 'kvm2', check=True)
+    assert predicted.rc == 0, predicted
+    assert loop.snapshots() == snapshots
+    recovered = loop.recover('kvm1', 'kvm2')
+    assert recovered.rc == 0, recovered
+    outcome = recovered.result(-2)['ansible_facts']['migrate_recover_result']
+    assert outcome['decision'] == 'source' and outcome['runs_on'] == 'kvm1'
+    assert outcome['hosts']['target']['copy'] == 'incoming-partial'
+    assert outcome['hosts']['target']['actions'] == ['discard'] and outcome['hosts']['source']['actions'] == []
+    assert loop.pids('kvm2') == [] and loop.files('kvm2') == []
+    assert loop.pids('kvm1') == [started['pid']]
+
+    # Cut off after a completed migrate: the target, which holds it, is kept.
+    prepared = loop.phase('kvm1', phase='prepare')
+    accepted = loop.phase('kvm2', phase='accept', runtime=prepared['runtime'], definition=prepared['definition'])
+    assert loop.phase('kvm1', phase='migrate', uri=accepted['uri'])['status'] == 'completed'
+    recovered = loop.recover('kvm1', 'kvm2')
+    assert recovered.rc == 0, recovered
+    outcome = recovered.result(-2)['ansible_facts']['migrate_recover_result']
+    assert outcome['decision'] == 'target' and outcome['runs_on'] == 'kvm2' and outcome['changed'] is True
+    assert outcome['hosts']['target']['actions'] == ['define', 'write_runtime', 'resume']
+    assert outcome['hosts']['source']['actions'] == ['discard', 'undefine']
+    assert loop.pids('kvm1') == [] and loop.files('kvm1') == []
+    assert loop.pids('kvm2') == [accepted['pid']]
+    assert_ticks_continue(before, loop.serial('kvm2'))
+
+
+def test_twenty_migrations_leave_nothing_behind(loop, guest_image):
+    """20 migrations, there and back ten times, through the phases the role
+    runs (status on both hosts, prepare, accept, migrate, finalize, confirm),
+    in this process for speed."""
+    legs = 20
+    started = loop.start_guest(guest_image('normal'))
+    low, high = loop.ports
+    before = ticks(loop.serial('kvm1'))
+    files = loop.files('kvm1')
+    own_fds = sorted(os.listdir('/proc/self/fd'))
+    results = []
+    begun = time.monotonic()
+    for leg in range(legs):
+        source, target = HOSTS if leg % 2 == 0 else HOSTS[::-1]
+        assert loop.phase(source, phase='status')['copy'] == 'running'
+        assert loop.phase(target, phase='status')['copy'] == 'absent'
+        prepared = loop.phase(source, phase='prepare')
+        accepted = loop.phase(target, phase='accept', runtime=prepared['runtime'],
+                              definition=prepared['definition'])
+        assert low <= accepted['port'] <= high
+        migrated = loop.phase(source, phase='migrate', uri=accepted['uri'])
+        assert migrated['status'] == 'completed'
+        finalized = loop.phase(target, phase='finalize', success=True)
+        assert finalized['state'] == 'running'
+        confirmed = loop.phase(source, phase='confirm', success=True)
+        assert confirmed['actions'] == ['kill', 'undefine']
+        results.append((target, finalized['pid'], migrated['stats']))
+    elapsed = time.monotonic() - begun
+    print('\n%d migrations through the phases in %.1f s (%.2f s each); total_time_ms %s, downtime_ms %s'
+          % (legs, elapsed, elapsed / legs, sorted(stats['total_time_ms'] for _t, _p, stats in results),
+             sorted(stats['downtime_ms'] for _t, _p, stats in results)))
+    assert [target for target, _pid, _stats in results] == ['kvm2', 'kvm1'] * (legs // 2)
+    assert len(set(pid for _target, pid, _stats in results)) == legs
+
+    # Back on kvm1: exactly one QEMU, with the same files as the first one had.
+    final = results[-1][1]
+    assert loop.pids('kvm1') == [final] and final != started['pid']
+    assert loop.pids('kvm2') == []
+    assert loop.files('kvm1') == files and loop.files('kvm2') == []
+    for host in HOSTS:
+        assert os.listdir(os.path.join(loop.run_dir(host), 'lock')) == [NAME + '.lock']
+    # No port of the range listens or is connected; the guest's QEMU holds no
+    # TCP socket; this process has the file descriptors it had before.
+    assert tcp_sockets(low, high) == []
+    assert not socket_inodes(final) & tcp_inodes()
+    assert sorted(os.listdir('/proc/self/fd')) == own_fds
+    # No other process (a socat left talking to a monitor, say) mentions the run_dirs.
+    for host in HOSTS:
+        leftovers = [(pid, argv) for pid, argv in processes_mentioning(loop.nodes[host].base) if pid != final]
+        assert leftovers == [], leftovers
+    assert_ticks_continue(before, loop.serial('kvm1'), within_s=600)
+
+
+# -- over the two-host lab -------------------------------------------------------------------
+@pytest.fixture(scope='session')
+def lab():
+    with lab_session() as the_lab:
+        yield the_lab
+
+
+@pytest.fixture
+def lab_guest(lab, guest_image):
+    """The test guest's disk in a directory under the lab's base, which both
+    namespaces see (shared storage); every QEMU of the lab's run_dirs is killed
+    at the end."""
+    shared = os.path.join(lab.base, 'shared-%d' % os.getpid())
+    os.makedirs(shared, exist_ok=True)
+    disk = os.path.join(shared, 'vm1.img')
+    shutil.copyfile(guest_image('normal'), disk)
+    yield disk
+    for host in lab.hosts:
+        for pid, _argv in qemu_processes_under(host.run_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda run_dir=host.run_dir: not qemu_processes_under(run_dir), 10)
+        for sub in ('pid', 'ctrl', 'conf', 'ifup'):
+            path = os.path.join(host.run_dir, sub)
+            for entry in os.listdir(path) if os.path.isdir(path) else []:
+                if entry.startswith(NAME + '.') or entry.startswith(NAME + '-'):
+                    os.unlink(os.path.join(path, entry))
+    shutil.rmtree(shared, ignore_errors=True)
+
+
+def lab_rx_bytes(lab, host):
+    """Bytes received on the host's end of the link between the namespaces."""
+    done = lab.run(host.name, ['cat', '/sys/class/net/%s/statistics/rx_bytes' % host.veth])
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def netns_of_path(path):
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def netns_of(pid):
+    return netns_of_path('/proc/%d/ns/net' % pid)
+
+
+@pytest.mark.lab
+def test_the_role_migrates_between_the_lab_hosts_over_their_link(lab, lab_guest):
+    host_a, host_b = lab.host('kvm-a'), lab.host('kvm-b')
+    started = run_adhoc(lab.inventory, INSTANCE_MODULE, {
+        'name': NAME, 'run_dir': host_a.run_dir, 'memory': 32, 'accel': 'tcg', 'machine': 'pc',
+        'state': 'started', 'disks': [{'path': lab_guest, 'interface': 'ide'}]}, host='kvm-a')
+    assert started.rc == 0, started.result(host='kvm-a')
+    pid = started.result(host='kvm-a')['pid']
+    assert netns_of(pid) == netns_of_path(host_a.ns_path)
+    before = ticks(os.path.join(host_a.run_dir, 'ctrl', NAME + '.serial'))
+
+    for source, target in ((host_a, host_b), (host_b, host_a)):
+        received = lab_rx_bytes(lab, target)
+        play = run_playbook(lab.inventory, MIGRATE_BOOK, extra_vars={
+            'instance': NAME, 'source': source.name, 'target': target.name})
+        assert play.rc == 0, play
+        result = migrate_result(play)
+        assert result['moved'] is True and result['runs_on'] == target.name
+        # QEMU listened on the target's address on the link, and the guest's
+        # memory came over the veth (the target's end received at least as much).
+        assert result['uri'].startswith('tcp:%s:' % target.address), result['uri']
+        assert lab_rx_bytes(lab, target) - received >= result['stats']['transferred_bytes']
+        # Exactly one QEMU, in the target's namespace.
+        assert qemu_processes_under(source.run_dir) == []
+        pids = [found for found, _argv in qemu_processes_under(target.run_dir)]
+        assert pids == [result['pid']]
+        assert netns_of(result['pid']) == netns_of_path(target.ns_path)
+        before = assert_ticks_continue(before, os.path.join(target.run_dir, 'ctrl', NAME + '.serial'))
+        print('\nlab %s -> %s over %s: %s; whole role %s s'
+              % (source.name, target.name, result['uri'], json.dumps(result['stats']), result['elapsed_s']))
