@@ -32,6 +32,8 @@ DEFAULTS = {
     'max_bandwidth_mib': 0,
     'downtime_limit_ms': 300,
     'auto_converge': False,
+    'throttle_initial': 20,
+    'throttle_increment': 10,
     'xbzrle': False,
     'xbzrle_cache_mb': 64,
     'multifd': False,
@@ -109,6 +111,8 @@ def check_options(params):
     whole('timeout', 0)
     whole('stall_timeout', 1)
     whole('memory_margin_mb', 0)
+    whole('throttle_initial', 1, 99)
+    whole('throttle_increment', 1, 99)
 
 
 def capabilities(params, available):
@@ -139,4 +143,6 @@ def parameters(params):
         'downtime-limit': params['downtime_limit_ms'],
         'xbzrle-cache-size': params['xbzrle_cache_mb'] * MIB,
         'multifd-channels': params['multifd_channels'],
+        'cpu-throttle-initial': params['throttle_initial'],
+        'cpu-throttle-increment': params['throttle_increment'],
     }

@@ -134,6 +134,18 @@ options:
         it is sent.
     type: bool
     default: false
+  throttle_initial:
+    description:
+      - C(migrate) only. With O(auto_converge), the share of vCPU time (percent) taken
+        from the guest when throttling starts (QEMU's C(cpu-throttle-initial)).
+    type: int
+    default: 20
+  throttle_increment:
+    description:
+      - C(migrate) only. With O(auto_converge), how many percent more are taken each
+        time the migration still does not converge (QEMU's C(cpu-throttle-increment)).
+    type: int
+    default: 10
   xbzrle:
     description:
       - C(migrate) only. Send pages dirtied again as compressed deltas.
@@ -508,6 +520,8 @@ def main():
         max_bandwidth_mib=dict(type='int', default=DEFAULTS['max_bandwidth_mib']),
         downtime_limit_ms=dict(type='int', default=DEFAULTS['downtime_limit_ms']),
         auto_converge=dict(type='bool', default=DEFAULTS['auto_converge']),
+        throttle_initial=dict(type='int', default=DEFAULTS['throttle_initial']),
+        throttle_increment=dict(type='int', default=DEFAULTS['throttle_increment']),
         xbzrle=dict(type='bool', default=DEFAULTS['xbzrle']),
         xbzrle_cache_mb=dict(type='int', default=DEFAULTS['xbzrle_cache_mb']),
         multifd=dict(type='bool', default=DEFAULTS['multifd']),

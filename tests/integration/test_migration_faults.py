@@ -515,7 +515,8 @@ def test_migrate_phase_killed_leaves_a_migration_that_recover_cancels(faults):
 def test_a_guest_dirtying_faster_than_the_bandwidth_converges_or_is_cancelled(faults):
     before = faults.start_guest('kvm-a', 'dirty', memory=32, dirty_mib=16)
     run = faults.playbook(faults.phase_plays('kvm-a', 'kvm-b', migrate={
-        'auto_converge': True, 'max_bandwidth_mib': 8, 'stall_timeout': 5, 'timeout': 12}))
+        'auto_converge': True, 'throttle_initial': 50, 'throttle_increment': 20, 'max_bandwidth_mib': 8,
+        'stall_timeout': 5, 'timeout': 12}))
     assert run.rc == 0, run
     migrated = run['migrate', 'kvm-a']
     assert migrated['invocation']['module_args']['auto_converge'] is True
@@ -524,7 +525,7 @@ def test_a_guest_dirtying_faster_than_the_bandwidth_converges_or_is_cancelled(fa
         assert migrated['reason'] == 'timeout' and migrated['status'] == 'cancelled', migrated
         assert 'not done within the timeout of 12 s' in migrated['msg']
         assert migrated['source_run_state'] == 'running'
-        assert migrated['stats']['cpu_throttle_percentage'] >= 20, migrated['stats']    # it did throttle
+        assert migrated['stats']['cpu_throttle_percentage'] >= 50, migrated['stats']    # it did throttle
         assert run['finalize', 'kvm-b']['target_dead'] is True
         assert run['confirm', 'kvm-a']['state'] == 'running'
         faults.assert_only_on('kvm-a', before)

@@ -83,6 +83,7 @@ def test_other_uris_are_refused(uri):
     ('max_bandwidth_mib', -1), ('downtime_limit_ms', settings.MAX_DOWNTIME_MS + 1), ('xbzrle_cache_mb', 0),
     ('multifd_channels', 0), ('multifd_channels', 256), ('timeout', -1), ('stall_timeout', 0),
     ('memory_margin_mb', -5), ('stall_timeout', True), ('timeout', '5'),
+    ('throttle_initial', 0), ('throttle_initial', 100), ('throttle_increment', 0),
 ])
 def test_out_of_range_options_are_refused(key, value):
     with pytest.raises(ValidationError, match=key):
@@ -120,13 +121,15 @@ def test_parameters_unlimited_bandwidth_by_default():
     assert params['max-bandwidth'] == settings.UNLIMITED_BANDWIDTH > 128 * settings.MIB
     assert params['downtime-limit'] == 300
     assert params['xbzrle-cache-size'] == 64 * settings.MIB and params['multifd-channels'] == 2
+    assert params['cpu-throttle-initial'] == 20 and params['cpu-throttle-increment'] == 10
 
 
 def test_parameters_with_a_bandwidth_limit():
     params = settings.parameters(options(max_bandwidth_mib=100, downtime_limit_ms=50, xbzrle_cache_mb=8,
-                                         multifd_channels=4))
+                                         multifd_channels=4, throttle_initial=99, throttle_increment=1))
     assert params == {'max-bandwidth': 100 * settings.MIB, 'downtime-limit': 50,
-                      'xbzrle-cache-size': 8 * settings.MIB, 'multifd-channels': 4}
+                      'xbzrle-cache-size': 8 * settings.MIB, 'multifd-channels': 4,
+                      'cpu-throttle-initial': 99, 'cpu-throttle-increment': 1}
 
 
 # -- statistics and progress -----------------------------------------------------------
