@@ -1,0 +1,397 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The hvops.kvm.evacuation_plan filter: where each running guest of a node
+goes when the node is drained. Pure: facts in, plan out."""
+
+DOCUMENTATION = r'''
+name: evacuation_plan
+short_description: Plan where the running guests of a node go when it is drained
+version_added: 0.1.0
+author:
+  - hvops.kvm developers (!UNKNOWN)
+description:
+  - Takes the C(kvm_node) facts of the node to drain (M(hvops.kvm.kvm_node_facts) with the
+    C(instances) subset) and what is known of each candidate target, and returns a placement
+    of every running guest, or why a guest stays.
+  - Guests are placed biggest first (memory, then name), each on the usable target with the
+    most memory left once the guests already placed in this plan are counted, so the load
+    spreads and the result does not depend on the order the targets are given in.
+  - A target takes a guest when it has the memory (see O(margin_mb) and O(reserve_mb)), knows
+    the guest's machine type, runs the same or a newer QEMU, has KVM when the guest uses it,
+    has the guest's bridges and sees its files, and runs no instance of that name.
+  - Only guests in state C(running) are moved. Stopped, shut-down and crashed instances run
+    nothing and are left alone. A guest that is paused, incoming, migrating, migrated, busy
+    (another run holds its lock) or unknown stays, with the reason; so does a running guest
+    that fits on no target.
+  - The plan only predicts. The target's own pre-checks (the C(accept) phase of
+    M(hvops.kvm.kvm_migrate)) still decide when the guest is moved.
+positional: _input, targets
+options:
+  _input:
+    description:
+      - The C(kvm_node) facts of the node to drain, with the C(instances) subset.
+    type: dict
+    required: true
+  targets:
+    description:
+      - What is known of each candidate target, keyed by inventory hostname.
+      - C(facts) - the target's C(kvm_node) facts (C(memory), C(hypervisor) and C(instances)
+        subsets). A target without them is not used.
+      - C(error) - why its facts could not be gathered (unreachable, module failed); the target
+        is not used.
+      - C(memory_limit_mb) - at most this many MiB for all guests of the target, those it runs
+        already (C(memory.committed_mb)) included; null for no limit. The role takes it from the
+        target's host variable C(kvm_memory_limit_mb).
+      - C(missing_files) - guest files (disks, kernels) known to be absent on the target.
+      - C(missing_bridges) - bridges known to be absent on the target.
+    type: dict
+    required: true
+  requirements:
+    description:
+      - What each guest needs, keyed by instance name - the C(requirements) the C(prepare) phase
+        of M(hvops.kvm.kvm_migrate) returns (C(memory_mb), C(machine), C(qemu_version), C(accel),
+        C(files), C(bridges)).
+      - A running guest without an entry is planned from its facts alone (memory and machine type).
+    type: dict
+    default: {}
+  errors:
+    description:
+      - Why the requirements of a guest could not be read (C(prepare) failed), keyed by instance
+        name. Such a guest stays.
+    type: dict
+    default: {}
+  margin_mb:
+    description: MiB counted for each guest beyond its memory (its QEMU's own needs).
+    type: int
+    default: 128
+  reserve_mb:
+    description: MiB left free on every target, whatever its guests.
+    type: int
+    default: 0
+  parallel:
+    description: Moves per batch; the moves are cut into batches of this size, in plan order.
+    type: int
+    default: 1
+  node_name:
+    description: Name of the node, for the C(summary) lines.
+    type: str
+    default: the node
+'''
+
+EXAMPLES = r'''
+- name: Gather the facts of the node and of the targets
+  hvops.kvm.kvm_node_facts:
+    gather_subset: [memory, hypervisor, instances]
+  delegate_to: "{{ item }}"
+  delegate_facts: true
+  loop: [kvm1, kvm2, kvm3]
+
+- name: Plan the evacuation of kvm1 to kvm2 and kvm3, of which kvm3 may hold 2 GiB of guests
+  ansible.builtin.set_fact:
+    plan: >-
+      {{ hostvars['kvm1'].kvm_node | hvops.kvm.evacuation_plan(
+           {'kvm2': {'facts': hostvars['kvm2'].kvm_node},
+            'kvm3': {'facts': hostvars['kvm3'].kvm_node, 'memory_limit_mb': 2048}},
+           reserve_mb=1024, node_name='kvm1') }}
+
+- name: Show it
+  ansible.builtin.debug:
+    msg: "{{ plan.summary }}"
+
+# plan.moves => [{instance: db, target: kvm2, memory_mb: 4096, need_mb: 4224, batch: 0},
+#                {instance: web, target: kvm3, memory_mb: 1024, need_mb: 1152, batch: 1}]
+# plan.stays => [] (plan.complete is true)
+'''
+
+RETURN = r'''
+_value:
+  description: The plan.
+  type: dict
+  contains:
+    node:
+      description: O(node_name).
+      type: str
+    complete:
+      description: Every guest that needs moving has a place (C(stays) is empty).
+      type: bool
+    moves:
+      description:
+        - One entry per guest to move, in the order to move them (biggest first) -
+          C(instance), C(target), C(memory_mb), C(need_mb) (memory plus O(margin_mb)) and
+          C(batch) (index into C(batches)).
+      type: list
+      elements: dict
+    batches:
+      description: The instance names of C(moves), cut into lists of at most O(parallel).
+      type: list
+      elements: list
+    stays:
+      description:
+        - Guests that need moving and have no place - C(instance), C(state), C(memory_mb), C(reason)
+          (one sentence) and C(targets) (per target, why it cannot take the guest; empty when the
+          guest's state alone keeps it).
+      type: list
+      elements: dict
+    left_alone:
+      description: Instances that run nothing (stopped, shutdown, crashed) - C(instance) and C(state).
+      type: list
+      elements: dict
+    targets:
+      description:
+        - Per target - C(usable), C(reason) (why not usable, else null), C(capacity_mb) (MiB it can
+          give guests - allocatable memory, within C(memory_limit_mb) less what its guests have,
+          less O(reserve_mb)), C(planned_mb), C(left_mb) and C(instances) (placed here by the plan).
+      type: dict
+    summary:
+      description: The plan in plain lines, for display.
+      type: list
+      elements: str
+'''
+
+from ansible.errors import AnsibleFilterError
+
+MOVABLE = 'running'
+# Instances that run nothing: there is nothing to move.
+IDLE_STATES = ('stopped', 'shutdown', 'crashed')
+# A copy of the guest in one of these states on a target makes it refuse the guest.
+NOT_PRESENT_STATES = ('stopped', 'crashed')
+STATE_REASONS = {
+    'paused': 'is paused; only running guests are migrated (resume it, or stop it)',
+    'incoming': 'is the target of an unfinished migration; run recover (playbooks/recover.yml) first',
+    'migrating': 'is being migrated by another run',
+    'migrated': 'has moved away but its QEMU is still here; run recover (playbooks/recover.yml) first',
+    'unknown': 'is in an unknown state (its monitor did not answer)',
+}
+
+
+def _int(value, what):
+    if isinstance(value, bool):
+        raise AnsibleFilterError('evacuation_plan: %s must be an integer, not %r' % (what, value))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise AnsibleFilterError('evacuation_plan: %s must be an integer, not %r' % (what, value))
+
+
+def _mapping(value, what, optional=False):
+    if value is None and optional:
+        return {}
+    if not isinstance(value, dict):
+        raise AnsibleFilterError('evacuation_plan: %s must be a dictionary, not %s' % (what, type(value).__name__))
+    return value
+
+
+def _version(value):
+    return tuple(int(part) for part in value) if value else ()
+
+
+def _version_text(value):
+    return '.'.join(str(part) for part in value)
+
+
+class _Target:
+    """A candidate target and the memory left on it as guests are placed."""
+
+    def __init__(self, name, info, reserve_mb):
+        self.name = name
+        info = _mapping(info, 'targets[%r]' % name)
+        self.facts = info.get('facts') or None
+        self.limit = info.get('memory_limit_mb')
+        self.missing_files = set(info.get('missing_files') or ())
+        self.missing_bridges = set(info.get('missing_bridges') or ())
+        self.instances = []
+        self.planned = 0
+        self.reason = None
+        self.capacity = 0
+        if info.get('error'):
+            self.reason = str(info['error'])
+        elif self.facts is None:
+            self.reason = 'no facts'
+        elif 'memory' not in self.facts:
+            self.reason = 'no memory facts (gather the memory subset)'
+        else:
+            self._size(reserve_mb)
+            self._check_hypervisor()
+
+    def _size(self, reserve_mb):
+        memory = self.facts['memory']
+        capacity = _int(memory.get('allocatable_mb'), 'memory.allocatable_mb of %s' % self.name)
+        if self.limit is not None:
+            limit = _int(self.limit, 'memory_limit_mb of %s' % self.name)
+            capacity = min(capacity, limit - _int(memory.get('committed_mb') or 0, 'memory.committed_mb'))
+        self.capacity = max(capacity - reserve_mb, 0)
+
+    def _check_hypervisor(self):
+        hypervisor = self.facts.get('hypervisor')
+        if hypervisor is None:
+            return
+        if not (hypervisor.get('socat') or {}).get('present', True):
+            self.reason = 'socat is not installed'
+        elif hypervisor.get('qemu') is None:
+            self.reason = 'no QEMU found'
+
+    @property
+    def usable(self):
+        return self.reason is None
+
+    @property
+    def left(self):
+        return self.capacity - self.planned
+
+    def problems(self, name, req, need):
+        """Why this target cannot take the guest (empty: it can)."""
+        problems = []
+        copy = (self.facts.get('instances') or {}).get(name)
+        if copy is not None and copy.get('state') not in NOT_PRESENT_STATES:
+            problems.append('an instance named %s is %s there' % (name, copy.get('state')))
+        if need > self.left:
+            problems.append('not enough memory (needs %d MiB, %d MiB left)' % (need, self.left))
+        hypervisor = self.facts.get('hypervisor')
+        qemu = (hypervisor or {}).get('qemu')
+        if qemu is not None:
+            machine = req.get('machine')
+            if machine and machine not in (qemu.get('machines') or ()):
+                problems.append('QEMU %s does not know the machine type %s' % (qemu.get('version'), machine))
+            have, want = _version(qemu.get('version_info')), _version(req.get('qemu_version'))
+            if have and want and have < want:
+                problems.append('QEMU %s is older than the source\'s %s' % (_version_text(have), _version_text(want)))
+        if req.get('accel') == 'kvm' and hypervisor is not None and not (hypervisor.get('kvm') or {}).get('usable'):
+            problems.append('KVM is not usable')
+        for bridge in sorted(set(req.get('bridges') or ()) & self.missing_bridges):
+            problems.append('no bridge %s' % bridge)
+        for path in [p for p in req.get('files') or () if p in self.missing_files]:
+            problems.append('%s not found' % path)
+        return problems
+
+    def as_dict(self):
+        return {
+            'usable': self.usable,
+            'reason': self.reason,
+            'capacity_mb': self.capacity,
+            'planned_mb': self.planned,
+            'left_mb': self.left,
+            'instances': list(self.instances),
+        }
+
+
+def evacuation_plan(node, targets, requirements=None, errors=None, margin_mb=128, reserve_mb=0,
+                    parallel=1, node_name='the node'):
+    """Plan the evacuation of a node; see DOCUMENTATION."""
+    node = _mapping(node, 'the node\'s facts')
+    if not isinstance(node.get('instances'), dict):
+        raise AnsibleFilterError('evacuation_plan: the node\'s facts have no instances '
+                                 '(gather the instances subset of hvops.kvm.kvm_node_facts)')
+    targets = _mapping(targets, 'targets')
+    requirements = _mapping(requirements, 'requirements', optional=True)
+    errors = _mapping(errors, 'errors', optional=True)
+    margin_mb = _int(margin_mb, 'margin_mb')
+    reserve_mb = _int(reserve_mb, 'reserve_mb')
+    parallel = _int(parallel, 'parallel')
+    if parallel < 1:
+        raise AnsibleFilterError('evacuation_plan: parallel must be at least 1, not %d' % parallel)
+    if margin_mb < 0 or reserve_mb < 0:
+        raise AnsibleFilterError('evacuation_plan: margin_mb and reserve_mb must not be negative')
+    node_name = str(node_name)
+
+    pool = [_Target(name, targets[name], reserve_mb) for name in sorted(targets)]
+    usable = [target for target in pool if target.usable]
+    moves, stays, left_alone, movable = [], [], [], []
+    for name in sorted(node['instances']):
+        facts = _mapping(node['instances'][name], 'instances[%r]' % name)
+        state = facts.get('state')
+        if state in IDLE_STATES:
+            left_alone.append({'instance': name, 'state': state})
+        elif facts.get('busy'):
+            stays.append(_stay(name, facts, 'another run is working on it (it holds the instance\'s lock)'))
+        elif state != MOVABLE:
+            stays.append(_stay(name, facts, STATE_REASONS.get(state, 'is %s, not running' % state)))
+        elif name in errors and name not in requirements:
+            stays.append(_stay(name, facts, 'its requirements could not be read: %s' % errors[name]))
+        else:
+            req = dict(requirements.get(name) or {})
+            req.setdefault('memory_mb', facts.get('memory_mb'))
+            req.setdefault('machine', facts.get('machine'))
+            req['memory_mb'] = _int(req['memory_mb'], 'memory_mb of %s' % name)
+            movable.append((name, facts, req))
+
+    # Biggest first; each on the target with the most memory left.
+    for name, facts, req in sorted(movable, key=lambda entry: (-entry[2]['memory_mb'], entry[0])):
+        need = req['memory_mb'] + margin_mb
+        refusals = {}
+        candidates = []
+        for target in usable:
+            problems = target.problems(name, req, need)
+            if problems:
+                refusals[target.name] = problems
+            else:
+                candidates.append(target)
+        if not candidates:
+            stay = _stay(name, facts, _nowhere(refusals, pool), memory_mb=req['memory_mb'])
+            stay['targets'] = refusals
+            stays.append(stay)
+            continue
+        chosen = sorted(candidates, key=lambda target: (-target.left, target.name))[0]
+        chosen.planned += need
+        chosen.instances.append(name)
+        moves.append({'instance': name, 'target': chosen.name, 'memory_mb': req['memory_mb'],
+                      'need_mb': need, 'batch': len(moves) // parallel})
+
+    stays.sort(key=lambda stay: stay['instance'])
+    batches = [[move['instance'] for move in moves[start:start + parallel]]
+               for start in range(0, len(moves), parallel)]
+    plan = {
+        'node': node_name,
+        'complete': not stays,
+        'moves': moves,
+        'batches': batches,
+        'stays': stays,
+        'left_alone': left_alone,
+        'targets': dict((target.name, target.as_dict()) for target in pool),
+    }
+    plan['summary'] = _summary(plan, parallel, margin_mb)
+    return plan
+
+
+def _stay(name, facts, reason, memory_mb=None):
+    return {'instance': name, 'state': facts.get('state'),
+            'memory_mb': memory_mb if memory_mb is not None else facts.get('memory_mb'),
+            'reason': reason, 'targets': {}}
+
+
+def _nowhere(refusals, pool):
+    if not pool:
+        return 'fits on no target: there are no targets'
+    parts = ['%s: %s' % (name, ', '.join(problems)) for name, problems in sorted(refusals.items())]
+    parts += ['%s: not usable (%s)' % (target.name, target.reason) for target in pool if not target.usable]
+    return 'fits on no target (%s)' % '; '.join(parts)
+
+
+def _summary(plan, parallel, margin_mb):
+    moves, stays = plan['moves'], plan['stays']
+    lines = ['Evacuation of %s: %d guest(s) to move, %d to stay, %d left alone (not running)%s'
+             % (plan['node'], len(moves), len(stays), len(plan['left_alone']),
+                '; batches of %d' % parallel if parallel > 1 else '')]
+    for move in moves:
+        lines.append('%s (%d MiB) -> %s' % (move['instance'], move['memory_mb'], move['target']))
+    for stay in stays:
+        lines.append('%s stays on %s: %s' % (stay['instance'], plan['node'], stay['reason']))
+    for idle in plan['left_alone']:
+        lines.append('%s is %s: left alone' % (idle['instance'], idle['state']))
+    for name, target in sorted(plan['targets'].items()):
+        if target['usable']:
+            lines.append('target %s: %d MiB for guests, %d planned (%s), %d left'
+                         % (name, target['capacity_mb'], target['planned_mb'],
+                            ', '.join(target['instances']) or 'none', target['left_mb']))
+        else:
+            lines.append('target %s: not usable (%s)' % (name, target['reason']))
+    if moves or stays:
+        lines.append('(each guest counts its memory plus %d MiB)' % margin_mb)
+    return lines
+
+
+class FilterModule:
+    """hvops.kvm evacuation filters."""
+
+    def filters(self):
+        return {'evacuation_plan': evacuation_plan}
