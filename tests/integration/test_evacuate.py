@@ -1,0 +1,295 @@
+"""The hvops.kvm.evacuate role through playbooks/evacuate.yml.
+
+Three simulated nodes on this machine (inventory hosts kvm1, kvm2 and kvm3 of
+the group kvm_nodes, ansible_connection=local, each with its own
+kvm_run_dir), guests of tests/guest under TCG, each with its own disk copy
+where every node sees it. kvm1 is drained to kvm2 and kvm3 over loopback.
+
+All nodes share this machine's memory, so their allocatable memory is the
+same: the targets' host variable kvm_memory_limit_mb (400 and 360 MiB) makes
+the placement deterministic. With the default margin of 128 MiB per guest,
+guests of 64, 48 and 32 MiB need 192, 176 and 160 MiB; biggest first, each on
+the target with the most left: 64 -> kvm2 (400), 48 -> kvm3 (360 > 208),
+32 -> kvm2 (208 > 184).
+
+Every QEMU a test starts lives under one of the run_dirs and is killed at
+teardown.
+"""
+import json
+import os
+import random
+import sys
+
+import pytest
+
+from ansible_run import REPO, run_playbook, write_playbook
+from conftest import require_binary
+from nodes import LocalNode
+from qemu_procs import qemu_processes_under, serial_lines
+
+EVACUATE_BOOK = os.path.join(REPO, 'playbooks', 'evacuate.yml')
+HOSTS = ('kvm1', 'kvm2', 'kvm3')
+LIMITS = {'kvm2': 400, 'kvm3': 360}
+PORTS = 16
+TICKS_PER_SECOND = 18.2
+
+
+@pytest.fixture(scope='module', autouse=True)
+def tools():
+    for program in ('qemu-system-x86_64', 'socat'):
+        require_binary(program)
+
+
+def tcp_ports_in_use(low, high):
+    used = set()
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            for address in fields[1:3]:
+                port = int(address.rsplit(':', 1)[1], 16)
+                if low <= port <= high and fields[3] != '06':
+                    used.add(port)
+    return used
+
+
+def free_port_range():
+    """low, high of PORTS ports no socket of this machine uses (the default
+    range is left to other tests running at the same time)."""
+    for _attempt in range(50):
+        low = random.randrange(40000, 48000, PORTS)
+        if not tcp_ports_in_use(low, low + PORTS - 1):
+            return low, low + PORTS - 1
+    raise AssertionError('no free port range found')
+
+
+def ticks(path, count=3):
+    lines = serial_lines(path, count=count + 2)
+    numbers = [int(line.split()[1]) for line in lines if line.startswith('tick ')]
+    assert len(numbers) >= count, lines
+    return numbers
+
+
+class Cluster:
+    """kvm1, kvm2 and kvm3 on this machine, each with its own run_dir."""
+
+    def __init__(self):
+        self.nodes = dict((host, LocalNode()) for host in HOSTS)
+        self.ports = free_port_range()
+        self.base = self.nodes['kvm1'].base
+        self.inventory = os.path.join(self.base, 'inventory.yml')
+        hosts = {}
+        for host, node in self.nodes.items():
+            hosts[host] = {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
+                           'kvm_run_dir': node.run_dir, 'kvm_migration_address': '127.0.0.1'}
+            if host in LIMITS:
+                hosts[host]['kvm_memory_limit_mb'] = LIMITS[host]
+        with open(self.inventory, 'w') as handle:
+            json.dump({'kvm_nodes': {'hosts': hosts}}, handle, indent=1)    # JSON is YAML
+
+    def run_dir(self, host):
+        return self.nodes[host].run_dir
+
+    def start_guests(self, guests):
+        """guests: {name: (image, memory_mb)}, started on kvm1 in one playbook run."""
+        items = [{'name': name, 'memory': memory, 'disk': image} for name, (image, memory) in sorted(guests.items())]
+        book = write_playbook(os.path.join(self.base, 'start.yml'), hosts='kvm1', tasks=[{
+            'name': 'start the guests',
+            'hvops.kvm.kvm_instance': {
+                'name': '{{ item.name }}', 'run_dir': self.run_dir('kvm1'), 'memory': '{{ item.memory }}',
+                'accel': 'tcg', 'machine': 'pc', 'state': 'started',
+                'disks': [{'path': '{{ item.disk }}', 'interface': 'ide'}]},
+            'loop': items}])
+        done = run_playbook(self.inventory, book)
+        assert done.rc == 0, done
+        return self.where()
+
+    def evacuate(self, check=False, **extra):
+        extra_vars = {'node': 'kvm1', 'migrate_ports': '%d-%d' % self.ports}
+        extra_vars.update(extra)
+        return run_playbook(self.inventory, EVACUATE_BOOK, check=check, extra_vars=extra_vars)
+
+    def where(self):
+        """{instance: (host, pid)} of every live QEMU under the run_dirs."""
+        found = {}
+        for host in HOSTS:
+            for pid, argv in qemu_processes_under(self.run_dir(host)):
+                name = os.path.basename(argv[argv.index('-pidfile') + 1])[:-len('.pid')]
+                assert name not in found, 'two copies of %s: %s and %s' % (name, found[name], (host, pid))
+                found[name] = (host, pid)
+        return found
+
+    def serial(self, host, name):
+        return os.path.join(self.run_dir(host), 'ctrl', name + '.serial')
+
+    def files(self, host):
+        """Files of the instances under the run_dir (lock/ aside)."""
+        found = []
+        for sub in ('pid', 'ctrl', 'conf'):
+            path = os.path.join(self.run_dir(host), sub)
+            found += [os.path.join(sub, entry) for entry in sorted(os.listdir(path))] if os.path.isdir(path) else []
+        return found
+
+    def snapshots(self):
+        return [self.nodes[host].snapshot() for host in HOSTS]
+
+    def destroy(self):
+        for node in self.nodes.values():
+            node.destroy()
+
+
+@pytest.fixture
+def cluster():
+    made = Cluster()
+    yield made
+    made.destroy()
+    for host in HOSTS:
+        assert qemu_processes_under(made.run_dir(host)) == []
+
+
+def evacuate_result(play):
+    found = [res['ansible_facts']['evacuate_result'] for _name, res in play.tasks()
+             if 'evacuate_result' in res.get('ansible_facts', {})]
+    assert found, play
+    return found[-1]
+
+
+def task_result(play, suffix):
+    found = [res for name, res in play.tasks() if name.endswith(suffix)]
+    assert found, [name for name, _res in play.tasks()]
+    return found[-1]
+
+
+def ran(play, suffix):
+    """Results of the tasks whose name ends with suffix that were not skipped."""
+    return [res for name, res in play.tasks() if name.endswith(suffix) and not res.get('skipped')]
+
+
+def stats(play):
+    return play.data['stats']['localhost']
+
+
+# -- draining ------------------------------------------------------------------------------
+def test_a_node_is_drained_to_two_targets_as_planned(cluster, guest_image):
+    started = cluster.start_guests({'vm-a': (guest_image('normal'), 64), 'vm-b': (guest_image('normal'), 48),
+                                    'vm-c': (guest_image('normal'), 32)})
+    assert sorted(started) == ['vm-a', 'vm-b', 'vm-c'] and set(h for h, _pid in started.values()) == {'kvm1'}
+    before = dict((name, ticks(cluster.serial('kvm1', name))) for name in started)
+
+    # Check mode: the plan, and nothing changed.
+    snapshots = cluster.snapshots()
+    checked = cluster.evacuate(check=True)
+    assert checked.rc == 0, checked
+    assert task_result(checked, 'Show the plan')['msg'] == [
+        'Evacuation of kvm1: 3 guest(s) to move, 0 to stay, 0 left alone (not running)',
+        'vm-a (64 MiB) -> kvm2',
+        'vm-b (48 MiB) -> kvm3',
+        'vm-c (32 MiB) -> kvm2',
+        'target kvm2: 400 MiB for guests, 352 planned (vm-a, vm-c), 48 left',
+        'target kvm3: 360 MiB for guests, 176 planned (vm-b), 184 left',
+        '(each guest counts its memory plus 128 MiB)',
+    ]
+    result = evacuate_result(checked)
+    assert result['check_mode'] is True and result['complete'] is True and result['moved'] == []
+    assert result['report'][1:] == ['vm-a: would move to kvm2', 'vm-b: would move to kvm3', 'vm-c: would move to kvm2']
+    assert ran(checked, 'Migrate the guest with hvops.kvm.migrate') == []
+    assert stats(checked)['changed'] == 0
+    assert cluster.snapshots() == snapshots and cluster.where() == started
+
+    # The real run.
+    drained = cluster.evacuate()
+    assert drained.rc == 0, drained
+    result = evacuate_result(drained)
+    assert result['complete'] is True and result['not_moved'] == [] and result['check_mode'] is False
+    assert result['moved'] == ['vm-a', 'vm-b', 'vm-c']
+    where = cluster.where()
+    assert dict((name, host) for name, (host, _pid) in where.items()) == {'vm-a': 'kvm2', 'vm-b': 'kvm3', 'vm-c': 'kvm2'}
+    assert cluster.files('kvm1') == []
+    for name, outcome in result['guests'].items():
+        assert outcome['moved'] is True and outcome['runs_on'] == where[name][0] and outcome['pid'] == where[name][1]
+        assert outcome['stats']['transferred_bytes'] > 0 and outcome['stats']['downtime_ms'] is not None
+        # The same guest, going on: its tick counter continues.
+        after = ticks(cluster.serial(where[name][0], name))
+        assert before[name][-1] < after[0] <= before[name][-1] + 300 * TICKS_PER_SECOND, (name, before, after)
+    report = result['report']
+    assert report[0].startswith('Evacuation of kvm1: 3 guest(s) moved, 0 still there, 0 left alone (not running); ')
+    for line, name in zip(report[1:], ('vm-a', 'vm-b', 'vm-c')):
+        stat = result['guests'][name]['stats']
+        assert line.startswith('%s: moved to %s (pid %d): migration %d ms, downtime %d ms, '
+                               % (name, where[name][0], where[name][1], stat['total_time_ms'], stat['downtime_ms'])), line
+    assert task_result(drained, 'Show what happened to each guest')['msg'] == report
+    assert stats(drained)['changed'] == 12, 'accept, migrate, finalize and confirm for each guest'
+    assert stats(drained)['failures'] == 0 and stats(drained)['rescued'] == 0
+    print('\n' + '\n'.join(report))
+
+    # Again, on the empty node: nothing to do, nothing changed.
+    snapshots = cluster.snapshots()
+    again = cluster.evacuate()
+    assert again.rc == 0, again
+    assert stats(again)['changed'] == 0
+    assert evacuate_result(again)['report'] == ['Nothing to move: kvm1 runs no guest']
+    assert evacuate_result(again)['complete'] is True
+    assert cluster.snapshots() == snapshots and cluster.where() == where
+
+
+def test_a_guest_too_big_for_any_target_is_refused_before_anything_moves(cluster, guest_image):
+    started = cluster.start_guests({'vm-big': (guest_image('normal'), 512), 'vm-small': (guest_image('normal'), 32)})
+    snapshots = cluster.snapshots()
+    refused = cluster.evacuate()
+    assert refused.rc != 0
+    message = task_result(refused, 'Refuse, saying which guests cannot go anywhere')['msg']
+    assert message == ('Not evacuating kvm1: vm-big fits on no target (kvm2: not enough memory (needs 640 MiB, 400 MiB '
+                       'left); kvm3: not enough memory (needs 640 MiB, 360 MiB left)). Nothing was migrated. Make '
+                       'room on the targets, or set evacuate_allow_partial=true to move the other guests.')
+    assert ran(refused, 'Migrate the guest with hvops.kvm.migrate') == []
+    result = evacuate_result(refused)
+    assert result['refused'] is True and result['not_moved'] == ['vm-big'] and result['moved'] == []
+    assert stats(refused)['changed'] == 0
+    assert cluster.snapshots() == snapshots and cluster.where() == started
+
+    # Allowed to be partial: the small one moves, the big one stays, and the play still fails, naming it.
+    partial = cluster.evacuate(evacuate_allow_partial=True)
+    assert partial.rc != 0
+    result = evacuate_result(partial)
+    assert result['moved'] == ['vm-small'] and result['not_moved'] == ['vm-big'] and result['complete'] is False
+    assert result['report'][0].startswith('Evacuation of kvm1: 1 guest(s) moved, 1 still there')
+    assert result['report'][2].startswith('vm-big: stays on kvm1: fits on no target (kvm2: not enough memory')
+    assert task_result(partial, 'Fail when a guest is still on the node')['msg'] == \
+        'Evacuation incomplete: vm-big on kvm1 (see the report above).'
+    where = cluster.where()
+    assert where == {'vm-big': started['vm-big'], 'vm-small': ('kvm2', result['guests']['vm-small']['pid'])}
+
+
+def test_a_failed_migration_leaves_that_guest_on_the_node_and_the_others_move(cluster, guest_image):
+    # vm-dirty rewrites 48 MiB, at 4 MiB/s: it cannot finish within the 2 s timeout, and is rolled back.
+    # It is the biggest, so it goes first; the idle guests move after it within the same limits.
+    started = cluster.start_guests({'vm-dirty': (guest_image('dirty', dirty_mib=48), 64),
+                                    'vm-a': (guest_image('normal'), 32), 'vm-c': (guest_image('normal'), 32)})
+    before = ticks(cluster.serial('kvm1', 'vm-dirty'))
+    failed = cluster.evacuate(migrate_max_bandwidth_mib=4, migrate_timeout=2)
+    assert failed.rc != 0, failed
+    result = evacuate_result(failed)
+    assert result['moved'] == ['vm-a', 'vm-c'] and result['not_moved'] == ['vm-dirty']
+    assert [move['instance'] for move in result['plan']['moves']] == ['vm-dirty', 'vm-a', 'vm-c']
+    outcome = result['guests']['vm-dirty']
+    assert outcome['moved'] is False and outcome['rolled_back'] is True and outcome['runs_on'] == 'kvm1'
+    assert outcome['target'] == 'kvm2' and outcome['pid'] == started['vm-dirty'][1]
+    assert 'not done within the timeout of 2 s' in outcome['message']
+    assert result['report'][1:3] == [line for line in result['report'] if line.startswith(('vm-a:', 'vm-c:'))]
+    assert result['report'][3] == 'vm-dirty: NOT moved: ' + outcome['message']
+    assert outcome['message'].endswith('Rolled back: the incoming copy on kvm2 was removed, and vm-dirty runs on kvm1'
+                                       ' (pid %d).' % started['vm-dirty'][1])
+    assert task_result(failed, 'Fail when a guest is still on the node')['msg'] == \
+        'Evacuation incomplete: vm-dirty on kvm1 (see the report above).'
+    # vm-dirty runs on kvm1 only, the same QEMU, going on; the others moved.
+    where = cluster.where()
+    assert where['vm-dirty'] == started['vm-dirty']
+    assert where['vm-a'][0] in ('kvm2', 'kvm3') and where['vm-c'][0] in ('kvm2', 'kvm3')
+    assert [name for name in cluster.files('kvm2') + cluster.files('kvm3') if 'vm-dirty' in name] == []
+    after = ticks(cluster.serial('kvm1', 'vm-dirty'))
+    assert before[-1] < after[0], (before, after)
+    print('\n' + '\n'.join(result['report']))
