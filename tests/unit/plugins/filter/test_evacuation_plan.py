@@ -135,8 +135,7 @@ def test_a_target_that_lacks_what_the_guest_needs_is_not_used(facts, requirement
 
 
 def test_what_a_target_has_is_fine():
-    facts = host(version=(8, 0, 0), kvm=True, instances={'vm': guest(32, state='stopped'),
-                                                          'other': guest(32)})
+    facts = host(version=(8, 0, 0), kvm=True, instances={'vm': guest(32, state='stopped'), 'other': guest(32)})
     plan = evacuation_plan(node(vm=guest(32)), {'t': {'facts': facts, 'missing_files': ['/elsewhere'],
                                                       'missing_bridges': ['br9']}},
                            requirements={'vm': req(32, accel='kvm', files=['/srv/vm.img'], bridges=['br0'])})
