@@ -95,13 +95,15 @@ class Cluster:
         return self.nodes[host].run_dir
 
     def start_guests(self, guests):
-        """guests: {name: (image, memory_mb)}, started on kvm1 in one playbook run."""
-        items = [{'name': name, 'memory': memory, 'disk': image} for name, (image, memory) in sorted(guests.items())]
+        """guests: {name: (image, memory_mb[, state])}, started (or in the state given) on kvm1
+        in one playbook run."""
+        items = [{'name': name, 'memory': spec[1], 'disk': spec[0], 'state': (spec[2:] or ('started',))[0]}
+                 for name, spec in sorted(guests.items())]
         book = write_playbook(os.path.join(self.base, 'start.yml'), hosts='kvm1', tasks=[{
             'name': 'start the guests',
             'hvops.kvm.kvm_instance': {
                 'name': '{{ item.name }}', 'run_dir': self.run_dir('kvm1'), 'memory': '{{ item.memory }}',
-                'accel': 'tcg', 'machine': 'pc', 'state': 'started',
+                'accel': 'tcg', 'machine': 'pc', 'state': '{{ item.state }}',
                 'disks': [{'path': '{{ item.disk }}', 'interface': 'ide'}]},
             'loop': items}])
         done = run_playbook(self.inventory, book)
@@ -175,8 +177,9 @@ def stats(play):
 
 # -- draining ------------------------------------------------------------------------------
 def test_a_node_is_drained_to_two_targets_as_planned(cluster, guest_image):
+    # vm-off is defined and not running: it is left alone, and does not make the evacuation fail.
     started = cluster.start_guests({'vm-a': (guest_image('normal'), 64), 'vm-b': (guest_image('normal'), 48),
-                                    'vm-c': (guest_image('normal'), 32)})
+                                    'vm-c': (guest_image('normal'), 32), 'vm-off': (guest_image('normal'), 32, 'present')})
     assert sorted(started) == ['vm-a', 'vm-b', 'vm-c'] and set(h for h, _pid in started.values()) == {'kvm1'}
     before = dict((name, ticks(cluster.serial('kvm1', name))) for name in started)
 
@@ -185,17 +188,19 @@ def test_a_node_is_drained_to_two_targets_as_planned(cluster, guest_image):
     checked = cluster.evacuate(check=True)
     assert checked.rc == 0, checked
     assert task_result(checked, 'Show the plan')['msg'] == [
-        'Evacuation of kvm1: 3 guest(s) to move, 0 to stay, 0 left alone (not running)',
+        'Evacuation of kvm1: 3 guest(s) to move, 0 to stay, 1 left alone (not running)',
         'vm-a (64 MiB) -> kvm2',
         'vm-b (48 MiB) -> kvm3',
         'vm-c (32 MiB) -> kvm2',
+        'vm-off is stopped: left alone',
         'target kvm2: 400 MiB for guests, 352 planned (vm-a, vm-c), 48 left',
         'target kvm3: 360 MiB for guests, 176 planned (vm-b), 184 left',
         '(each guest counts its memory plus 128 MiB)',
     ]
     result = evacuate_result(checked)
     assert result['check_mode'] is True and result['complete'] is True and result['moved'] == []
-    assert result['report'][1:] == ['vm-a: would move to kvm2', 'vm-b: would move to kvm3', 'vm-c: would move to kvm2']
+    assert result['report'][1:] == ['vm-a: would move to kvm2', 'vm-b: would move to kvm3', 'vm-c: would move to kvm2',
+                                    'vm-off: stopped, left alone']
     assert ran(checked, 'Migrate the guest with hvops.kvm.migrate') == []
     assert stats(checked)['changed'] == 0
     assert cluster.snapshots() == snapshots and cluster.where() == started
@@ -208,7 +213,7 @@ def test_a_node_is_drained_to_two_targets_as_planned(cluster, guest_image):
     assert result['moved'] == ['vm-a', 'vm-b', 'vm-c']
     where = cluster.where()
     assert dict((name, host) for name, (host, _pid) in where.items()) == {'vm-a': 'kvm2', 'vm-b': 'kvm3', 'vm-c': 'kvm2'}
-    assert cluster.files('kvm1') == []
+    assert cluster.files('kvm1') == ['conf/vm-off.json']
     for name, outcome in result['guests'].items():
         assert outcome['moved'] is True and outcome['runs_on'] == where[name][0] and outcome['pid'] == where[name][1]
         assert outcome['stats']['transferred_bytes'] > 0 and outcome['stats']['downtime_ms'] is not None
@@ -216,7 +221,8 @@ def test_a_node_is_drained_to_two_targets_as_planned(cluster, guest_image):
         after = ticks(cluster.serial(where[name][0], name))
         assert before[name][-1] < after[0] <= before[name][-1] + 300 * TICKS_PER_SECOND, (name, before, after)
     report = result['report']
-    assert report[0].startswith('Evacuation of kvm1: 3 guest(s) moved, 0 still there, 0 left alone (not running); ')
+    assert report[0].startswith('Evacuation of kvm1: 3 guest(s) moved, 0 still there, 1 left alone (not running); ')
+    assert report[4:] == ['vm-off: stopped, left alone']
     for line, name in zip(report[1:], ('vm-a', 'vm-b', 'vm-c')):
         stat = result['guests'][name]['stats']
         assert line.startswith('%s: moved to %s (pid %d): migration %d ms, downtime %d ms, '
@@ -231,7 +237,7 @@ def test_a_node_is_drained_to_two_targets_as_planned(cluster, guest_image):
     again = cluster.evacuate()
     assert again.rc == 0, again
     assert stats(again)['changed'] == 0
-    assert evacuate_result(again)['report'] == ['Nothing to move: kvm1 runs no guest']
+    assert evacuate_result(again)['report'] == ['Nothing to move: kvm1 runs no guest', 'vm-off: stopped, left alone']
     assert evacuate_result(again)['complete'] is True
     assert cluster.snapshots() == snapshots and cluster.where() == where
 
@@ -249,6 +255,20 @@ def test_a_guest_too_big_for_any_target_is_refused_before_anything_moves(cluster
     result = evacuate_result(refused)
     assert result['refused'] is True and result['not_moved'] == ['vm-big'] and result['moved'] == []
     assert stats(refused)['changed'] == 0
+    assert cluster.snapshots() == snapshots and cluster.where() == started
+
+    # Allowed to be partial, with a migrate role variable it refuses: its failure before it
+    # started anything is noted (the guest untouched) and the play fails, naming both.
+    broken = cluster.evacuate(evacuate_allow_partial=True, migrate_timeout='soon')
+    assert broken.rc != 0
+    result = evacuate_result(broken)
+    assert result['moved'] == [] and result['not_moved'] == ['vm-small', 'vm-big']
+    outcome = result['guests']['vm-small']
+    assert outcome['moved'] is False and outcome['runs_on'] == 'kvm1' and outcome['rolled_back'] is False
+    assert outcome['message'].startswith('Migration of vm-small from kvm1 to kvm2 failed before it started, in ')
+    assert 'migrate_timeout' in outcome['message'] and outcome['message'].endswith('. Nothing was changed.')
+    assert result['report'][1] == 'vm-small: NOT moved: ' + outcome['message'] and '\n' not in outcome['message']
+    assert stats(broken)['changed'] == 0 and stats(broken)['rescued'] == 1
     assert cluster.snapshots() == snapshots and cluster.where() == started
 
     # Allowed to be partial: the small one moves, the big one stays, and the play still fails, naming it.
