@@ -40,8 +40,10 @@ demo: setup
 	ANSIBLE_DISPLAY_SKIPPED_HOSTS=false \
 	    $(VENV)/ansible-playbook -i playbooks/inventory/local.yml playbooks/demo.yml
 
+# Benchmarks (bench/): tables and charts in bench/results/. One or some, and
+# quicker: make bench BENCH='migration --quick'
 bench: setup
-	$(VENV)/python bench/node_facts.py
+	$(VENV)/python -m bench $(BENCH)
 
 # The two-host lab (network namespaces hvk-a/hvk-b, one sshd each) for trying
 # things by hand: ansible -i /tmp/hvk-lab/inventory.yml all -m ansible.builtin.ping

@@ -1,148 +1,164 @@
-"""How long kvm_node_facts' own work takes with 0, 10 and 20 guests.
+"""How long kvm_node_facts takes with 0, 10 and 20 guests.
 
 Starts tiny paused guests (``-accel tcg -m 16 -S``, no disk) through the
-library (normalize_spec, Instance.prepare_argv, Instance.start) in a temporary
-run_dir, then times ``_nodeinfo.gather`` - the library call the module makes,
-without Ansible's own start-up - several times per gather_subset, and the
-module run as a plain process, and prints a table of median, fastest and
-slowest run and the spread. Every QEMU started is stopped.
+library in a temporary run_dir, then times, side by side in rounds (the order
+rotating): ``_nodeinfo.gather`` - the library call the module makes - per
+gather_subset, the same with one monitor at a time instead of parallel
+sessions, the module run as a plain process (python, Ansible's module_utils,
+the library; no controller, no AnsiballZ wrapper), and the module through
+``ansible localhost -m hvops.kvm.kvm_node_facts``. Every QEMU started is
+stopped.
 
-    .venv/bin/python bench/node_facts.py [--runs 15] [--guests 0,10,20]
-
-This is a measurement, not a test: nothing fails on a slow machine.
+    .venv/bin/python -m bench node_facts [--quick]
+    .venv/bin/python -m bench.node_facts [--runs 15] [--guests 0,10,20]
 """
 
-import argparse
 import json
 import os
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'build', 'collections'))
+if __package__ in (None, ''):  # run as a file: python bench/node_facts.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import common  # noqa: E402
+from bench.common import BarChart, Samples, Settler, Table, fmt  # noqa: E402
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _nodeinfo, _qemu  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._runtime import save_definition  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec  # noqa: E402
 
+NAME = 'node_facts'
+TITLE = 'Node facts (kvm_node_facts)'
 SUBSETS = (
     ('all', ['all']),
     ('instances', ['instances']),
     ('memory', ['memory']),
     ('!instances', ['!instances']),
 )
+SERIAL = 'instances, serial QMP'
+MODULE = 'all, module process'
+ANSIBLE = 'all, ansible ad-hoc'
 
 
-def run(argv):
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-class Guests:
-    """Tiny paused guests in one run_dir."""
-
-    def __init__(self):
-        self.base = tempfile.mkdtemp(prefix='hkb-', dir='/tmp')
-        self.layout = HostLayout(os.path.join(self.base, 'run'))
-        self.info = _qemu.query_binary(run, _qemu.find_qemu())
-        self.machine = _qemu.pin_machine(self.info, 'pc')
-        self.instances = []
-
-    def grow_to(self, count):
-        while len(self.instances) < count:
-            name = 'g%02d' % len(self.instances)
-            spec = normalize_spec(name, {'memory': 16, 'accel': 'tcg', 'machine': self.machine,
-                                         'serial_console': False})
-            instance = Instance(self.layout, name, run)
-            argv, _scripts = instance.prepare_argv(spec, self.info['path'], 'tcg', paused=True)
-            self.layout.ensure()
-            save_definition(instance.paths, spec)
-            instance.start(argv, spec, 'tcg', qemu_version=self.info['version'], paused=True)
-            self.instances.append(instance)
-
-    def destroy(self):
-        for instance in self.instances:
-            try:
-                instance.stop(mode='kill')
-            except Exception as err:  # keep stopping the others
-                print('could not stop %s: %s' % (instance.name, err), file=sys.stderr)
-        shutil.rmtree(self.base, ignore_errors=True)
-
-
-def measure(run_dir, subset, runs, expected):
-    times = []
-    for _run in range(runs):
+def gather(run_dir, subset, expected, parallel=None):
+    saved = _nodeinfo.MAX_PARALLEL_MONITORS
+    if parallel:
+        _nodeinfo.MAX_PARALLEL_MONITORS = parallel
+    try:
         start = time.perf_counter()
-        facts = _nodeinfo.gather(run, run_dir=run_dir, gather_subset=subset)
-        times.append((time.perf_counter() - start) * 1000.0)
-        if 'instances' in facts:
-            states = [i['state'] for i in facts['instances'].values()]
-            assert states == ['paused'] * expected, states
-    return times
+        facts = _nodeinfo.gather(common.run, run_dir=run_dir, gather_subset=subset)
+        elapsed = time.perf_counter() - start
+    finally:
+        _nodeinfo.MAX_PARALLEL_MONITORS = saved
+    if 'instances' in facts:
+        states = [i['state'] for i in facts['instances'].values()]
+        assert states == ['paused'] * expected, states
+    return elapsed * 1000.0
 
 
-def measure_module(run_dir, runs, expected):
-    """The module as a process (python, Ansible's module_utils, the library; no
-    controller, no AnsiballZ wrapper)."""
+def module_process(run_dir, expected):
     args = os.path.join(os.path.dirname(run_dir), 'args.json')
     with open(args, 'w') as handle:
         json.dump({'ANSIBLE_MODULE_ARGS': {'run_dir': run_dir}}, handle)
-    module = os.path.join(REPO, 'plugins', 'modules', 'kvm_node_facts.py')
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, 'build', 'collections'))
-    times = []
-    for _run in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, module, args], capture_output=True, text=True, env=env,
-                              check=True)
-        times.append((time.perf_counter() - start) * 1000.0)
-        instances = json.loads(proc.stdout)['ansible_facts']['kvm_node']['instances']
-        assert len(instances) == expected, instances
-    return times
+    module = os.path.join(common.REPO, 'plugins', 'modules', 'kvm_node_facts.py')
+    env = dict(os.environ, PYTHONPATH=common.COLLECTIONS)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, module, args], capture_output=True, text=True, env=env, check=True)
+    elapsed = time.perf_counter() - start
+    instances = json.loads(proc.stdout)['ansible_facts']['kvm_node']['instances']
+    assert len(instances) == expected, instances
+    return elapsed * 1000.0
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
-    parser.add_argument('--runs', type=int, default=15)
-    parser.add_argument('--guests', default='0,10,20')
-    args = parser.parse_args()
-    counts = [int(n) for n in args.guests.split(',')]
-    guests = Guests()
-    rows = []
+def ansible_adhoc(inventory, run_dir, expected):
+    from ansible_run import run_adhoc  # tests/integration/ansible_run.py
+    start = time.perf_counter()
+    done = run_adhoc(inventory, 'hvops.kvm.kvm_node_facts', {'run_dir': run_dir})
+    elapsed = time.perf_counter() - start
+    assert done.rc == 0, done
+    instances = done.result()['ansible_facts']['kvm_node']['instances']
+    assert len(instances) == expected, instances
+    return elapsed * 1000.0
+
+
+def measure(guests, counts, runs, ansible_runs, settle, samples):
+    from ansible_run import write_local_inventory  # tests/integration/ansible_run.py
+    inventory = write_local_inventory(os.path.join(guests.base, 'inventory.ini'))
+    run_dir = guests.layout.run_dir
+    for count in counts:
+        guests.grow_to(count)
+        variants = [(label, lambda subset=subset: gather(run_dir, subset, count)) for label, subset in SUBSETS]
+        if count:
+            # The same, one monitor after the other: what parallel sessions save.
+            variants.append((SERIAL, lambda: gather(run_dir, ['instances'], count, parallel=1)))
+        variants.append((MODULE, lambda: module_process(run_dir, count)))
+        for _label, call in variants:
+            call()  # warm-up
+        for rnd in range(runs):
+            shift = rnd % len(variants)
+            todo = variants[shift:] + variants[:shift]
+            if rnd < ansible_runs:
+                todo.append((ANSIBLE, lambda: ansible_adhoc(inventory, run_dir, count)))
+            load = settle()
+            for label, call in todo:
+                samples.add(count, label, call(), rnd, load)
+        medians = ['%s %.1f ms' % (label, samples.summary(count, label)['median'])
+                   for label in series_of(samples, count)]
+        print('  %2d guests: %s' % (count, ', '.join(medians)), flush=True)
+
+
+def series_of(samples, group=None):
+    seen = []
+    for record in samples.records:
+        if (group is None or record['group'] == group) and record['series'] not in seen:
+            seen.append(record['series'])
+    return seen
+
+
+def main(quick=False, out_dir=common.RESULTS, runs=None, counts=None):
+    runs = runs or (3 if quick else 15)
+    counts = counts or (0, 10, 20)
+    ansible_runs = 1 if quick else 5
+    rep = common.Report(NAME, TITLE, out_dir, intro=__doc__.split('\n\n', 1)[1].split('\n\n', 1)[0])
+    settle = Settler(max_wait=1.0, budget=3 if quick else 30)
+    samples = Samples()
+    guests = common.TinyGuests('facts')
     try:
-        for count in counts:
-            guests.grow_to(count)
-            variants = [(label, subset, None) for label, subset in SUBSETS]
-            if count:
-                # The same, one monitor after the other: what parallel sessions save.
-                variants.append(('instances, serial QMP', ['instances'], 1))
-            for label, subset, parallel in variants:
-                saved = _nodeinfo.MAX_PARALLEL_MONITORS
-                if parallel:
-                    _nodeinfo.MAX_PARALLEL_MONITORS = parallel
-                try:
-                    measure(guests.layout.run_dir, subset, 1, count)  # warm-up
-                    times = measure(guests.layout.run_dir, subset, args.runs, count)
-                finally:
-                    _nodeinfo.MAX_PARALLEL_MONITORS = saved
-                rows.append((count, label, statistics.median(times), min(times), max(times),
-                             statistics.pstdev(times)))
-            times = measure_module(guests.layout.run_dir, args.runs, count)
-            rows.append((count, 'all, module process', statistics.median(times), min(times), max(times),
-                         statistics.pstdev(times)))
+        measure(guests, counts, runs, ansible_runs, settle, samples)
     finally:
         guests.destroy()
-    print('kvm_node_facts library call (_nodeinfo.gather), %d runs each, %d CPUs, QEMU %s'
-          % (args.runs, os.cpu_count(), _qemu.version_string(guests.info['version'])))
-    print('%6s  %-22s %9s %9s %9s %9s' % ('guests', 'gather_subset', 'median', 'min', 'max', 'stdev'))
-    for count, label, median, low, high, spread in rows:
-        print('%6d  %-22s %7.1fms %7.1fms %7.1fms %7.1fms' % (count, label, median, low, high, spread))
+    table = Table('kvm_node_facts, ms: median, fastest, slowest, standard deviation (%d runs; ansible %d)'
+                  % (runs, ansible_runs),
+                  ['guests', 'what', 'median', 'min', 'max', 'stdev', 'vs library all', 'load (1 min)'],
+                  labels=2)
+    order = [label for label, _subset in SUBSETS] + [SERIAL, MODULE, ANSIBLE]
+    chart = BarChart('kvm_node_facts with 0, 10 and 20 guests (lower is better)', ' ms',
+                     [label for label in order if label in series_of(samples)], log=True,
+                     note='median; whiskers: fastest and slowest; log scale; guests: paused TCG QEMUs of 16 MiB')
+    for count in counts:
+        for label in [label for label in order if label in series_of(samples, count)]:
+            summary = samples.summary(count, label)
+            ratio = samples.ratio(count, label, 'all')
+            table.add(count, label, fmt(summary['median'], 1), fmt(summary['min'], 1), fmt(summary['max'], 1),
+                      fmt(summary['stdev'], 1), common.fmt_ratio(ratio, 1) if label != 'all' else '',
+                      fmt(summary['load1'], 2))
+            chart.set('%d guests' % count, label, summary['median'], summary['min'], summary['max'])
+    table.notes.append('library: _nodeinfo.gather in-process; QEMU %s; each monitor is opened through socat.'
+                       % _qemu.version_string(guests.info['version']))
+    rep.table(table)
+    rep.chart = chart
+    rep.data['samples'] = samples.records
+    rep.write()
+    return rep
 
 
 if __name__ == '__main__':
-    main()
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    parser.add_argument('--runs', type=int, default=15)
+    parser.add_argument('--guests', default='0,10,20')
+    parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--out', default=None)
+    cli = parser.parse_args()
+    main(quick=cli.quick, out_dir=cli.out or (common.QUICK_RESULTS if cli.quick else common.RESULTS),
+         runs=cli.runs, counts=[int(n) for n in cli.guests.split(',')])

@@ -1,0 +1,690 @@
+"""Shared helpers of the benchmarks: timing with the machine's load beside each
+sample, median/spread summaries and paired ratios, plain and markdown tables,
+a description of the machine, and result files (markdown, JSON, PNG).
+
+A benchmark collects ``Samples`` (one record per measurement, with the 1-min
+load average and how busy the CPUs were just before it), builds ``Table``s
+from them, and hands everything to ``Report.write``, which prints the tables
+and writes ``NAME.md``, ``NAME.json`` and ``NAME.png`` to the results folder.
+
+Nothing here asserts anything: a slow machine makes slow figures, not failures.
+"""
+
+import base64
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(REPO, 'build', 'collections')
+RESULTS = os.path.join(REPO, 'bench', 'results')
+QUICK_RESULTS = os.path.join(REPO, 'build', 'bench')
+VENV_BIN = os.path.join(REPO, '.venv', 'bin')
+INTEGRATION = os.path.join(REPO, 'tests', 'integration')
+GUEST_DIR = os.path.join(REPO, 'tests', 'guest')
+
+# hvops.kvm is importable through the link `make setup` puts in build/collections.
+for _path in (COLLECTIONS, INTEGRATION, GUEST_DIR):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+
+def run(argv):
+    """The ``run`` the library expects: (rc, stdout, stderr), never a shell."""
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+# -- the machine and its load ------------------------------------------------
+def cpu_times():
+    with open('/proc/stat') as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields), idle
+
+
+def busy_fraction(interval=0.1):
+    """How busy all CPUs were over the next ``interval`` seconds (0..1)."""
+    total0, idle0 = cpu_times()
+    time.sleep(interval)
+    total1, idle1 = cpu_times()
+    return 1.0 - (idle1 - idle0) / float(max(1, total1 - total0))
+
+
+class Settler:
+    """Waits for a quieter machine before a measurement, within a budget.
+
+    Other developers run tests on this machine; before each measurement we
+    wait (up to ``max_wait`` s, and ``budget`` s over the whole benchmark)
+    for the CPUs to be less than ``threshold`` busy. Whatever the outcome,
+    the load is recorded with the sample, so a noisy figure shows as such.
+    """
+
+    def __init__(self, threshold=0.5, max_wait=3.0, budget=60.0):
+        self.threshold = threshold
+        self.max_wait = max_wait
+        self.budget = budget
+        self.waited = 0.0
+
+    def __call__(self):
+        start = time.monotonic()
+        while True:
+            busy = busy_fraction()
+            spent = time.monotonic() - start
+            if busy < self.threshold or spent >= self.max_wait or self.waited + spent >= self.budget:
+                self.waited += spent
+                return {'load1': round(os.getloadavg()[0], 2), 'busy': round(busy, 2)}
+            time.sleep(0.2)
+
+
+HZ = os.sysconf('SC_CLK_TCK')
+
+
+def process_cpu_seconds(pid):
+    """CPU seconds (user + system, all threads) a live process has used; 0 if gone."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            fields = handle.read().rsplit(')', 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / float(HZ)
+
+
+class CpuMeter:
+    """How many CPUs other processes kept busy during a measurement: all CPUs'
+    busy time less ours (this process, its children that ended, and the given
+    pids, e.g. the QEMUs under test), per second of wall time. A migration
+    over loopback keeps both CPUs of this machine busy (sender and receiver),
+    so what others take shows in its figures."""
+
+    def __init__(self, pids=()):
+        self.pids = [pid for pid in pids if pid]
+        self.others_cpus = None
+
+    def _snapshot(self):
+        total, idle = cpu_times()
+        mine = os.times()
+        return (time.monotonic(), (total - idle) / float(HZ),
+                mine.user + mine.system + mine.children_user + mine.children_system,
+                sum(process_cpu_seconds(pid) for pid in self.pids))
+
+    def __enter__(self):
+        self.start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._snapshot()
+        wall = max(end[0] - self.start[0], 1e-6)
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2]) - (end[3] - self.start[3])
+        self.others_cpus = round(max(0.0, others) / wall, 2)
+        return False
+
+
+def _first_line(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def machine():
+    """What the figures were measured on."""
+    info = {'cpus': os.cpu_count(), 'python': platform.python_version(), 'kernel': platform.release()}
+    try:
+        with open('/proc/cpuinfo') as handle:
+            models = [line.split(':', 1)[1].strip() for line in handle if line.startswith('model name')]
+        info['cpu_model'] = models[0] if models else None
+    except OSError:
+        info['cpu_model'] = None
+    with open('/proc/meminfo') as handle:
+        mem = dict(line.split(':', 1) for line in handle)
+    info['memory_gib'] = round(int(mem['MemTotal'].split()[0]) / 1024.0 / 1024.0, 1)
+    try:
+        with open('/etc/os-release') as handle:
+            os_release = dict(line.rstrip('\n').split('=', 1) for line in handle if '=' in line)
+        info['os'] = os_release.get('PRETTY_NAME', '').strip('"')
+    except OSError:
+        info['os'] = None
+    info['qemu'] = (_first_line(['qemu-system-x86_64', '--version']) or '').replace('QEMU emulator version ', '')
+    info['socat'] = (_first_line(['socat', '-V']) or '').strip()
+    version = _first_line([os.path.join(VENV_BIN, 'ansible'), '--version']) or ''
+    info['ansible_core'] = version.split('[core ')[-1].rstrip(']') if 'core' in version else version
+    info['load_at_start'] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def describe(info):
+    return ('%s, %d CPUs (%s), %.0f GiB RAM, kernel %s; QEMU %s; Python %s; ansible-core %s'
+            % (info['os'], info['cpus'], info['cpu_model'], info['memory_gib'], info['kernel'],
+               info['qemu'], info['python'], info['ansible_core']))
+
+
+# -- samples and summaries ---------------------------------------------------
+class Samples:
+    """Measurements as records: group (e.g. a guest size), series (e.g. a
+    method), value, the round it belongs to, the load before it, extras."""
+
+    def __init__(self):
+        self.records = []
+
+    def add(self, group, series, value, rnd=None, load=None, **extra):
+        record = {'group': group, 'series': series, 'value': value, 'round': rnd}
+        record.update(load or {})
+        record.update(extra)
+        self.records.append(record)
+        return record
+
+    def select(self, group=None, series=None):
+        return [r for r in self.records
+                if (group is None or r['group'] == group) and (series is None or r['series'] == series)
+                and r['value'] is not None]
+
+    def values(self, group=None, series=None):
+        return [r['value'] for r in self.select(group, series)]
+
+    def summary(self, group=None, series=None, rounds=None):
+        records = [r for r in self.select(group, series) if rounds is None or r['round'] in rounds]
+        out = summarize([r['value'] for r in records])
+        loads = [r['load1'] for r in records if r.get('load1') is not None]
+        out['load1'] = round(statistics.median(loads), 2) if loads else None
+        return out
+
+    def ratio(self, group, numerator, denominator, rounds=None):
+        """numerator/denominator from the rounds in which both were measured
+        (paired, so a busy moment weighs on both), or only from ``rounds``:
+        median, min, max."""
+        top = dict((r['round'], r['value']) for r in self.select(group, numerator))
+        bottom = dict((r['round'], r['value']) for r in self.select(group, denominator))
+        ratios = [top[k] / bottom[k] for k in top
+                  if k in bottom and bottom[k] and (rounds is None or k in rounds)]
+        return summarize(ratios)
+
+
+def summarize(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return {'n': 0, 'median': None, 'min': None, 'max': None, 'stdev': None}
+    return {'n': len(values), 'median': statistics.median(values), 'min': min(values),
+            'max': max(values), 'stdev': statistics.pstdev(values)}
+
+
+def fmt(value, digits=1, unit=''):
+    if value is None:
+        return '-'
+    if isinstance(value, str):
+        return value
+    return '%.*f%s' % (digits, value, unit)
+
+
+def fmt_summary(summary, digits=1, unit=''):
+    """'median (min-max)'."""
+    if not summary['n']:
+        return '-'
+    if summary['n'] == 1:
+        return fmt(summary['median'], digits, unit)
+    return '%s (%s-%s)' % (fmt(summary['median'], digits, unit), fmt(summary['min'], digits),
+                           fmt(summary['max'], digits))
+
+
+def fmt_ratio(summary, digits=2):
+    if not summary['n']:
+        return '-'
+    if summary['n'] == 1:
+        return '%.*fx' % (digits, summary['median'])
+    return '%.*fx (%.*f-%.*f)' % (digits, summary['median'], digits, summary['min'], digits, summary['max'])
+
+
+# -- tables and reports --------------------------------------------------------
+class Table:
+    """Rows of cells; the first ``labels`` columns are left-aligned."""
+
+    def __init__(self, title, columns, rows=None, notes=None, labels=1):
+        self.title = title
+        self.columns = columns
+        self.rows = rows or []
+        self.notes = notes or []
+        self.labels = labels
+
+    def add(self, *cells):
+        self.rows.append([str(c) for c in cells])
+
+    def text(self):
+        widths = [max([len(c)] + [len(r[i]) for r in self.rows]) for i, c in enumerate(self.columns)]
+        lines = [self.title, '  '.join(c.ljust(w) for c, w in zip(self.columns, widths))]
+        lines.append('  '.join('-' * w for w in widths))
+        for row in self.rows:
+            lines.append('  '.join(cell.ljust(w) if i < self.labels else cell.rjust(w)
+                                   for i, (cell, w) in enumerate(zip(row, widths))))
+        lines += ['  ' + note for note in self.notes]
+        return '\n'.join(lines)
+
+    def markdown(self):
+        lines = ['**%s**' % self.title, '', '| %s |' % ' | '.join(self.columns),
+                 '|%s|' % '|'.join(['---'] * self.labels + ['---:'] * (len(self.columns) - self.labels))]
+        lines += ['| %s |' % ' | '.join(cell.replace('|', '\\|') for cell in row) for row in self.rows]
+        if self.notes:
+            lines.append('')
+            lines += ['%s' % note for note in self.notes]
+        return '\n'.join(lines)
+
+
+class Report:
+    """One benchmark's output: tables, a chart, raw samples; printed and written."""
+
+    def __init__(self, name, title, out_dir, intro=''):
+        self.name = name
+        self.title = title
+        self.out_dir = out_dir
+        self.intro = intro
+        self.tables = []
+        self.data = {}
+        self.chart = None
+        self.machine = machine()
+        self.started = time.time()
+
+    def table(self, table):
+        self.tables.append(table)
+        print('\n' + table.text(), flush=True)
+        return table
+
+    def write(self):
+        os.makedirs(self.out_dir, exist_ok=True)
+        elapsed = time.time() - self.started
+        self.machine['load_at_end'] = [round(x, 2) for x in os.getloadavg()]
+        md = ['# %s' % self.title, '']
+        if self.intro:
+            md += [self.intro.strip(), '']
+        md += ['Measured %s in %.0f s on %s. Load average (1, 5, 15 min) %s at the start, %s at the end.'
+               % (time.strftime('%Y-%m-%d %H:%M', time.localtime(self.started)), elapsed,
+                  describe(self.machine), _loads(self.machine['load_at_start']),
+                  _loads(self.machine['load_at_end'])), '']
+        for table in self.tables:
+            md += [table.markdown(), '']
+        if self.chart:
+            png = os.path.join(self.out_dir, '%s.png' % self.name)
+            self.chart.save(png)
+            md += ['![%s](%s.png)' % (self.chart.title, self.name), '']
+        with open(os.path.join(self.out_dir, '%s.md' % self.name), 'w') as handle:
+            handle.write('\n'.join(md))
+        payload = {'benchmark': self.name, 'title': self.title, 'started': self.started,
+                   'elapsed_s': round(elapsed, 1), 'machine': self.machine,
+                   'tables': [{'title': t.title, 'columns': t.columns, 'rows': t.rows, 'notes': t.notes}
+                              for t in self.tables]}
+        payload.update(self.data)
+        with open(os.path.join(self.out_dir, '%s.json' % self.name), 'w') as handle:
+            json.dump(payload, handle, indent=1, sort_keys=True, default=str)
+            handle.write('\n')
+        print('\n%s: %.0f s; results in %s/%s.{md,json%s}' % (self.name, elapsed, _short(self.out_dir),
+                                                              self.name, ',png' if self.chart else ''))
+
+
+def _loads(values):
+    return ' / '.join('%.2f' % v for v in values)
+
+
+def _short(path):
+    return os.path.relpath(path, REPO) if path.startswith(REPO) else path
+
+
+# -- QMP without the collection --------------------------------------------------
+class RawQmp:
+    """QMP over a plain unix socket, nothing else: the yardstick the
+    collection's socat-based QmpSession is compared with."""
+
+    def __init__(self, path, timeout=60.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.reader = self.sock.makefile('rb')
+        self.events = []
+        self.greeting = self._read()
+        self.execute('qmp_capabilities')
+
+    def _read(self):
+        line = self.reader.readline()
+        if not line:
+            raise RuntimeError('QMP monitor closed the connection')
+        return json.loads(line)
+
+    def execute(self, command, arguments=None):
+        request = {'execute': command}
+        if arguments:
+            request['arguments'] = arguments
+        self.sock.sendall(json.dumps(request).encode() + b'\n')
+        while True:
+            reply = self._read()
+            if 'event' in reply:
+                self.events.append(reply)
+            elif 'error' in reply:
+                raise RuntimeError('%s: %s' % (command, reply['error'].get('desc')))
+            elif 'return' in reply:
+                return reply['return']
+
+    def hmp(self, command_line):
+        return self.execute('human-monitor-command', {'command-line': command_line})
+
+    def wait_event(self, name, predicate=lambda event: True):
+        for index, event in enumerate(self.events):
+            if event.get('event') == name and predicate(event):
+                return self.events.pop(index)
+        while True:
+            message = self._read()
+            if message.get('event') == name and predicate(message):
+                return message
+            if 'event' in message:
+                self.events.append(message)
+
+    def close(self):
+        self.reader.close()
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def event_time(event):
+    """Wall-clock time of a QMP event, from QEMU's own timestamp."""
+    stamp = event['timestamp']
+    return stamp['seconds'] + stamp['microseconds'] / 1e6
+
+
+# -- guests for the benchmarks ---------------------------------------------------
+def short_tempdir(label):
+    """A new directory under /tmp with a short name (unix socket paths must
+    stay under 108 bytes); the caller removes it."""
+    import tempfile
+    return tempfile.mkdtemp(prefix='hkb-%s-' % label, dir='/tmp')
+
+
+def test_guest_copy(directory, variant='normal', dirty_mib=64):
+    """A private copy of the test guest's disk image (tests/guest) in directory."""
+    from build import build_image  # tests/guest/build.py
+    path = os.path.join(directory, 'guest-%s.img' % variant)
+    if not os.path.exists(path):
+        shutil.copyfile(build_image(variant, dirty_mib=dirty_mib), path)
+    return path
+
+
+class TinyGuests:
+    """Tiny paused guests (``-accel tcg -m 16 -S``, no disk) in one run_dir,
+    started through the library (normalize_spec, Instance.prepare_argv,
+    Instance.start)."""
+
+    def __init__(self, label='tiny'):
+        from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
+        from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+        self.base = short_tempdir(label)
+        self.layout = HostLayout(os.path.join(self.base, 'run'))
+        self.info = _qemu.query_binary(run, _qemu.find_qemu())
+        self.machine = _qemu.pin_machine(self.info, 'pc')
+        self.instances = []
+
+    def grow_to(self, count):
+        from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
+        from ansible_collections.hvops.kvm.plugins.module_utils._runtime import save_definition
+        from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec
+        while len(self.instances) < count:
+            name = 'g%02d' % len(self.instances)
+            spec = normalize_spec(name, {'memory': 16, 'accel': 'tcg', 'machine': self.machine,
+                                         'serial_console': False})
+            instance = Instance(self.layout, name, run)
+            argv, _scripts = instance.prepare_argv(spec, self.info['path'], 'tcg', paused=True)
+            self.layout.ensure()
+            save_definition(instance.paths, spec)
+            instance.start(argv, spec, 'tcg', qemu_version=self.info['version'], paused=True)
+            self.instances.append(instance)
+        return self.instances
+
+    def destroy(self):
+        for instance in self.instances:
+            try:
+                instance.stop(mode='kill')
+            except Exception as err:  # keep stopping the others
+                print('could not stop %s: %s' % (instance.name, err), file=sys.stderr)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+# -- PNG charts (no plotting library: a few pixels and zlib) --------------------
+# DejaVu Sans at 12 px (Bitstream Vera licence), rendered once and stored as
+# 16 alpha levels per pixel for ASCII 32..126: height, ascent, then per glyph
+# its advance width and its pixels, two to a byte; zlib, base64.
+_FONT = (
+    'eNqVWHlsFNcZ/+0xszu7+2aHNhepsRcpqlKw2VGrSk1L7FX+qRQpeCPVUkkMnkpVWpJGzF9NWicwzT+oagiDKqWhqZIhbZVL'
+    'pEsaAQmhXtMG9Yi6i+sFlyjdNTZOTFPjQ5iADdPvzfrYa8bm7bzj+97xvfe+8208FoRnEhYbHQhMUuGfRBK+EiEccDGJSy22'
+    'IV3+PBaNNEaf3gz4s09AtG17GpEUUZG/mEELgTp+GFWBd+S6SeFqSEEgdwbsyXuU+N0KQh+mgI2HEgjfYUa/0aoHc+POGCdT'
+    'itYtt68fW9F2h8GUoHl/WKPmM1mOfXt3P7CDOrAuaH0LUpqagQw4tiZJ1aA4ocM/s1aha6P0EeVXX8SvkniRfXUShzLs4O1z'
+    '2HDplaHqWQGnHGCJgYbseALNEC0cgaxihhdHOCjzjophsQQeBoYR1fBzhC0qqDVMOOqo4Rq68EjXI+LHGn0/6PoxgavmmpOe'
+    'rCyixLBsDa4mNZQ6yYpqrHH3zvkVZ0eNqFHd3YwdeAclwYqkZWUz9mCggcT8YQzS4U41rkpmEmK2A0Ke1xzmeN7vKm5R26Rd'
+    'u+ewbRuuk4XcICJqD7GCka60UP0u3XEGeLNcJbnUu00O9J2BlKLtIaYB7Qm8fIWw91I7bK5NtGtC8ayHlvjmaO/HgYd6Sel6'
+    'Iem9uBe92Gnbk6C6nF3PbHMxKmd7kPNG5ZfP89pEjyoU/+JBedtVBEeFVIxOHN81jmR/m9GSErMy5XB/m46Xx90nx21+3XGi'
+    '9jhBR8lWTAOhTPn+uCk64GEZ/H2fImZu0jhfI2Zbyle8Cqa36pzXst5kBnIXvSYXwIzORBIRg3KG2tlA7m8W3b4eWr+LTM7b'
+    '7tItWZJVWbt2Lwq/l57hHguBvacU8aPvkfrywgHLHTepsxUc5epa1bq5tSK/5EL12DixBred0J3CAZ2ORmnZ8ohF6ytfOAOc'
+    'gpThcveqgz3qfIsp5ko5+Kd5ksO9DwbehECSECa7/dy/jXxT8HSTcXiDaISM/JeC/U17TMIPDTljKD2buuUkKWDfvF4jnjFy'
+    'OckCyT9tpJBUApMxXbJCeZK86e3AsWPAdlchYfZ8gqWlPEsHJqnOMvuGytLCFEnnBaqnmX1dc1eM7huviLNrtspaWZQ7Ua45'
+    'LI6t2cr7PZxM0T5FWnDrORQQmCGCTKdD/HWhwTHUxcd4KAiz7QxXpKVMtqsGzleOD1WR50SJuDOyaOcroIKXcxRyn6XEWeWb'
+    'ytjCeYVJ5C538JmEKYhjSnuKxmieHrZAJpsobVtuFG27BsMbDT0QS9f+vLtTHYmxuqtLBy+zdGeKdY2CvaWCkbNiP8qAPfh3'
+    '6ltnsbTvnNvVLd9SfVW0r3moH5tGbIYNoW2GPY09M6w7NTzDun6XIVb8N03FS3CYUi68Y5SiImTZp+jG2SlqPGR2k/DfmmXp'
+    'A9TwXaGG9BntqSXruYhQHFfEC/73QfczRiyUfk/O5Be8Yc0ShrpOOGOqZ1WJ0Y2DLN1kFvAUrxxolWJUJn3CnfT7NGaOk+OR'
+    'a8xsJP4XFU6VpUNZp7bniW57imAuQaOUn3X3xrkhyPrtaR7iyc+Qv3iLH3MjGRuhtEHdmBFyFxWXQ5NpsSFTlDqKxpXroWfI'
+    '95Ez7K1u0KxeUGxghgaCBBcLXjpP9mzLNuC1uOqblkwxz+0dt3uO/UteKNtDeNrhXrAMCh1oLvmm4urWPwv5qP78HskMWwP3'
+    'k14Ml2SKbK5YsV3APzWJfOw+VZhtYMir9iWTyQwOk198Y4uCZtpHhPax5V34LjSrEUvME/aYy31GTWxpVpn2eDiD48Pwzbrf'
+    'ZxXJHtv+nNhFEUWSpG2oHILtotcEqU4z2Z/dtj3X8F1kG3EFU6gvnNBvwYwMUPC5GbISSQsWShSU7qDgtHKVooWfItSgKFqN'
+    'PK9/glxt+3dGEBxAawo3k8TVDyXRXBgdJo15fuUJoXpUbn4hXhsQi/Z9IxhsT+xO7RsfbMQHOVGRnx6HfLJVl9NCXlYDJac+'
+    '2aRz/Aok7/xfKrb/bnqe4gHnlQqCOLIx68PGYvbn3jOY0WO0UyTbDcmpOczxK5Gc0GP72+4r4dFO2/4jCWvsZ7dpd07sr/U3'
+    '/lzYjGh9dlRb/jWKBhbZzHekd1bviODyjqKaqO5U/H2Dbjd4DfLhdZqcChtyImRW5vqn5gh9srrwueHl9VOfLx2f0zi/UAVG'
+    '5btG8MkIZOLO6FnI68/ivO9MDZXldZapxLwlSt57tXWOjrHpX8T6VFQPWXIiookNyhVMytKCq7yVBkzeeD1Ngf/XSnjhAYR+'
+    'SxVBKiFXJukuypUMcxcBV6FcFl6hatYn/5H7ydjRqufLhZv2hyfM9sT32xQIH1LY/tq317wevnSw3sgRY9WIPSurTosKenVu'
+    'n/U8dVyRjKqciBgxo9MIFN9YQZvI7h1oITIfBPNi5gW0kAM5noVwZXVvkcdwDiNJ34S/JH/9N1/ORH7y3Ud18cQth1T/dVwC'
+    'xvGPla2Wf8Q3KuaPIfoxReIa2EuKZP06OFwVhLjsW5HVI0I+mD0KuVPBcxn4LzuRbcRE/HT9/fdQmEFPH+p9CsHT2JQgRzPv'
+    'Ik6BYsL5YyGilXNzCmHuk6hewvF+Pm7Z9YSMxr+qtUM80Gzm/ybQWvxxThuC/1LCqTnM8dQfurb6Z2Ug90HADKkPcwfglf4P'
+    'jBwokw=='
+    ''
+)
+
+PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127))
+_GLYPHS = None
+
+
+def _glyphs():
+    global _GLYPHS
+    if _GLYPHS is None:
+        raw = zlib.decompress(base64.b64decode(''.join(_FONT)))
+        height, index, glyphs = raw[0], 2, {}
+        for code in range(32, 127):
+            width = raw[index]
+            index += 1
+            count = (width * height + 1) // 2
+            alphas = []
+            for byte in raw[index:index + count]:
+                alphas += [byte >> 4, byte & 15]
+            index += count
+            glyphs[chr(code)] = (width, alphas[:width * height])
+        _GLYPHS = (height, glyphs)
+    return _GLYPHS
+
+
+class Canvas:
+    """An RGB picture with rectangles and text, written as PNG."""
+
+    def __init__(self, width, height, background=(255, 255, 255)):
+        self.width, self.height = width, height
+        self.pixels = bytearray(bytes(background) * (width * height))
+
+    def rect(self, x0, y0, x1, y1, color):
+        x0, x1 = max(0, int(round(x0))), min(self.width, int(round(x1)))
+        y0, y1 = max(0, int(round(y0))), min(self.height, int(round(y1)))
+        if x1 <= x0:
+            return
+        row = bytes(color) * (x1 - x0)
+        for y in range(y0, y1):
+            start = (y * self.width + x0) * 3
+            self.pixels[start:start + len(row)] = row
+
+    @staticmethod
+    def text_width(text):
+        glyphs = _glyphs()[1]
+        return sum(glyphs.get(ch, glyphs['?'])[0] for ch in text)
+
+    def text(self, x, y, text, color=(0, 0, 0), align='left'):
+        """Text whose top is at y; align left, right or center on x."""
+        height, glyphs = _glyphs()
+        if align != 'left':
+            x -= self.text_width(text) // (1 if align == 'right' else 2)
+        x, y = int(x), int(y)
+        for ch in text:
+            width, alphas = glyphs.get(ch, glyphs['?'])
+            for gy in range(height):
+                py = y + gy
+                if not 0 <= py < self.height:
+                    continue
+                for gx in range(width):
+                    alpha = alphas[gy * width + gx]
+                    px = x + gx
+                    if alpha and 0 <= px < self.width:
+                        at = (py * self.width + px) * 3
+                        for c in range(3):
+                            old = self.pixels[at + c]
+                            self.pixels[at + c] = old + (color[c] - old) * alpha // 15
+            x += width
+
+    def png(self):
+        stride = self.width * 3
+        raw = b''.join(b'\0' + bytes(self.pixels[y * stride:(y + 1) * stride]) for y in range(self.height))
+
+        def chunk(kind, data):
+            return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+        return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', self.width, self.height, 8, 2, 0, 0, 0))
+                + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))
+
+
+def nice_ticks(low, high, count=6):
+    span = max(high - low, 1e-12)
+    raw = span / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def _value(value, unit):
+    """Three significant figures or so: 1.23, 12.3, 123."""
+    digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    return '%.*f%s' % (digits, value, unit)
+
+
+def _label(value, unit):
+    text = ('%.3f' % value).rstrip('0').rstrip('.') if value < 10 else '%.0f' % value
+    return text + unit
+
+
+class BarChart:
+    """Horizontal bars, grouped: a heading per group, a bar per series (its
+    median) with a min-max whisker and its value written beside it."""
+
+    ROW, BAR, HEAD, GAP = 17, 11, 20, 6
+
+    def __init__(self, title, unit, series, note=None, log=False, markers=None):
+        self.title = title
+        self.unit = unit
+        self.series = list(series)
+        self.note = note
+        self.log = log
+        self.markers = markers or []   # [(value, label)]
+        self.groups = []
+        self.values = {}
+
+    def set(self, group, series, median, low=None, high=None):
+        if group not in self.groups:
+            self.groups.append(group)
+        if median is not None:
+            self.values[(group, series)] = (median, low if low is not None else median,
+                                            high if high is not None else median)
+
+    def _rows(self):
+        rows = []
+        for group in self.groups:
+            rows.append(('head', group, None))
+            rows += [('bar', group, name) for name in self.series if (group, name) in self.values]
+        return rows
+
+    def save(self, path, width=900):
+        rows = self._rows()
+        label_w = 18 + max([Canvas.text_width(g) for g in self.groups] +
+                           [Canvas.text_width(s) + 14 for s in self.series])
+        top = 34 + (14 if self.markers else 0)
+        plot_h = sum(self.HEAD if kind == 'head' else self.ROW for kind, _g, _s in rows) + self.GAP
+        height = top + plot_h + 26 + (18 if self.note else 0)
+        canvas = Canvas(width, height)
+        x0, x1 = label_w + 8, width - 110
+        highs = [v[2] for v in self.values.values()] + [m[0] for m in self.markers]
+        lows = [v[1] for v in self.values.values() if v[1] > 0]
+        if self.log:
+            lo = 10 ** math.floor(math.log10(min(lows))) if lows else 1
+            hi = max(highs) * 1.4 if highs else 10
+            ticks, tick = [], lo
+            while tick <= hi:
+                ticks.append(tick)
+                tick *= 10
+
+            def xpos(value):
+                value = max(value, lo)
+                return x0 + (x1 - x0) * (math.log10(value) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+        else:
+            hi = max(highs) * 1.05 if highs else 1
+            ticks = nice_ticks(0, hi)
+            hi = max(hi, ticks[-1])
+
+            def xpos(value):
+                return x0 + (x1 - x0) * value / hi
+        canvas.text(width // 2, 8, self.title, align='center')
+        bottom = top + plot_h
+        for tick in ticks:
+            x = xpos(tick)
+            canvas.rect(x, top, x + 1, bottom, (225, 225, 225))
+            canvas.text(x, bottom + 4, _label(tick, self.unit), (90, 90, 90), align='center')
+        canvas.rect(x0, top, x0 + 1, bottom, (120, 120, 120))
+        canvas.rect(x0, bottom, x1, bottom + 1, (120, 120, 120))
+        for value, label in self.markers:
+            x = xpos(value)
+            for y in range(top, bottom, 6):
+                canvas.rect(x, y, x + 1, y + 3, (200, 30, 30))
+            canvas.text(x, top - 15, label, (200, 30, 30), align='center')
+        y = top + self.GAP
+        for kind, group, name in rows:
+            if kind == 'head':
+                canvas.text(8, y + 3, group, (0, 0, 0))
+                y += self.HEAD
+                continue
+            color = PALETTE[self.series.index(name) % len(PALETTE)]
+            median, low, high = self.values[(group, name)]
+            canvas.text(label_w - 2, y + 1, name, (60, 60, 60), align='right')
+            mid = y + self.ROW // 2
+            canvas.rect(x0 + 1, mid - self.BAR // 2, xpos(median), mid + self.BAR // 2 + 1, color)
+            if high > low:
+                canvas.rect(xpos(low), mid, xpos(high) + 1, mid + 1, (40, 40, 40))
+                for edge in (low, high):
+                    canvas.rect(xpos(edge), mid - 3, xpos(edge) + 1, mid + 4, (40, 40, 40))
+            canvas.text(max(xpos(median), xpos(high)) + 5, y + 1, _value(median, self.unit), (40, 40, 40))
+            y += self.ROW
+        if self.note:
+            canvas.text(8, bottom + 24, self.note, (90, 90, 90))
+        with open(path, 'wb') as handle:
+            handle.write(canvas.png())
