@@ -13,15 +13,17 @@ the same rounds (the order changing from round to round), as ratios:
     the ``MIGRATION`` completed event: the practical limit of the link;
   - ``library``: ``_migration.run_phase(phase=migrate)`` in-process;
   - ``ansible``: the module through ``ansible HOST -m hvops.kvm.kvm_migrate``;
-  - ``seed``: Ganeti's way (tests' copy in ../shared/seeds): human monitor
-    ``migrate -d`` with QEMU's default parameters (max-bandwidth 128 MiB/s)
-    and ``info migrate`` polled every 2 s (through ``human-monitor-command``);
+  - ``seed``: the way of Ganeti's hv_kvm.py (the project's behaviour
+    reference): human monitor ``migrate -d`` with QEMU's default parameters
+    (max-bandwidth 128 MiB/s) and ``info migrate`` polled every 2 s (through
+    ``human-monitor-command``);
 * completion latency: from QEMU's completion event (its own timestamp) to the
   phase returning;
 * downtime QEMU reports for idle guests and for the RAM-rewriting test guest
   (``dirty`` variant), against the configured downtime limit;
-* the five phases end to end through Ansible, against the same phases
-  in-process, one guest migrating back and forth.
+* a whole migration through ``playbooks/migrate.yml`` (the migrate role),
+  Ansible's own cost per task split from the library's work, against the
+  same phases in-process, one guest migrating back and forth.
 
 Random RAM: the source QEMU gets ``-object memory-backend-file,...,
 mem-path=/dev/shm/FILE,share=off,prealloc=on -machine memory-backend=ram0``
