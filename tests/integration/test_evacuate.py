@@ -172,7 +172,26 @@ def ran(play, suffix):
 
 
 def stats(play):
-    return play.data['stats']['localhost']
+    """The play's counters summed over its hosts: localhost (plan and report) and the
+    in-memory host of each move (whose delegated tasks count for it)."""
+    total = {}
+    for counts in play.data['stats'].values():
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def move_hosts(play):
+    return sorted(host for host in play.data['stats'] if host.startswith('evacuate-'))
+
+
+def ran_anywhere(play, suffix):
+    """Results of the tasks whose name ends with suffix that were not skipped, on any host."""
+    return [res for host in play.data['stats'] for res in ran_on(play, suffix, host)]
+
+
+def ran_on(play, suffix, host):
+    return [res for name, res in play.tasks(host) if name.endswith(suffix) and not res.get('skipped')]
 
 
 # -- draining ------------------------------------------------------------------------------
@@ -201,7 +220,7 @@ def test_a_node_is_drained_to_two_targets_as_planned(cluster, guest_image):
     assert result['check_mode'] is True and result['complete'] is True and result['moved'] == []
     assert result['report'][1:] == ['vm-a: would move to kvm2', 'vm-b: would move to kvm3', 'vm-c: would move to kvm2',
                                     'vm-off: stopped, left alone']
-    assert ran(checked, 'Migrate the guest with hvops.kvm.migrate') == []
+    assert ran_anywhere(checked, 'Migrate the guest with hvops.kvm.migrate') == []
     assert stats(checked)['changed'] == 0
     assert cluster.snapshots() == snapshots and cluster.where() == started
 
@@ -251,7 +270,7 @@ def test_a_guest_too_big_for_any_target_is_refused_before_anything_moves(cluster
     assert message == ('Not evacuating kvm1: vm-big fits on no target (kvm2: not enough memory (needs 640 MiB, 400 MiB '
                        'left); kvm3: not enough memory (needs 640 MiB, 360 MiB left)). Nothing was migrated. Make '
                        'room on the targets, or set evacuate_allow_partial=true to move the other guests.')
-    assert ran(refused, 'Migrate the guest with hvops.kvm.migrate') == []
+    assert ran_anywhere(refused, 'Migrate the guest with hvops.kvm.migrate') == []
     result = evacuate_result(refused)
     assert result['refused'] is True and result['not_moved'] == ['vm-big'] and result['moved'] == []
     assert stats(refused)['changed'] == 0
@@ -284,13 +303,15 @@ def test_a_guest_too_big_for_any_target_is_refused_before_anything_moves(cluster
     assert where == {'vm-big': started['vm-big'], 'vm-small': ('kvm2', result['guests']['vm-small']['pid'])}
 
 
-def test_a_failed_migration_leaves_that_guest_on_the_node_and_the_others_move(cluster, guest_image):
+@pytest.mark.parametrize('parallel', [1, 3])
+def test_a_failed_migration_leaves_that_guest_on_the_node_and_the_others_move(cluster, guest_image, parallel):
     # vm-dirty rewrites 48 MiB, at 4 MiB/s: it cannot finish within the 2 s timeout, and is rolled back.
     # It is the biggest, so it goes first; the idle guests move after it within the same limits.
     started = cluster.start_guests({'vm-dirty': (guest_image('dirty', dirty_mib=48), 64),
                                     'vm-a': (guest_image('normal'), 32), 'vm-c': (guest_image('normal'), 32)})
     before = ticks(cluster.serial('kvm1', 'vm-dirty'))
-    failed = cluster.evacuate(migrate_max_bandwidth_mib=4, migrate_timeout=2)
+    # With parallel 3 all three move side by side: the failure of one does not stop the others.
+    failed = cluster.evacuate(migrate_max_bandwidth_mib=4, migrate_timeout=2, evacuate_parallel=parallel)
     assert failed.rc != 0, failed
     result = evacuate_result(failed)
     assert result['moved'] == ['vm-a', 'vm-c'] and result['not_moved'] == ['vm-dirty']
@@ -312,4 +333,67 @@ def test_a_failed_migration_leaves_that_guest_on_the_node_and_the_others_move(cl
     assert [name for name in cluster.files('kvm2') + cluster.files('kvm3') if 'vm-dirty' in name] == []
     after = ticks(cluster.serial('kvm1', 'vm-dirty'))
     assert before[-1] < after[0], (before, after)
+    # One move host per guest, each rescued (its failure noted), none failed.
+    assert move_hosts(failed) == ['evacuate-kvm1-vm-a', 'evacuate-kvm1-vm-c', 'evacuate-kvm1-vm-dirty']
+    # Rescued twice: the migrate role's rollback, and the move noting the failure.
+    assert stats(failed)['rescued'] == 2 and failed.data['stats']['localhost']['failures'] == 1
+    assert sum(failed.data['stats'][host]['failures'] for host in move_hosts(failed)) == 0
     print('\n' + '\n'.join(result['report']))
+
+
+# -- several at a time -----------------------------------------------------------------------
+def intervals(result):
+    """{instance: (start, end)} of each migration as QEMU timed it: it completed at
+    migration_completed_at, total_time_ms after it started."""
+    found = {}
+    for name, outcome in result['guests'].items():
+        end = float(outcome['migration_completed_at'])
+        found[name] = (end - outcome['stats']['total_time_ms'] / 1000.0, end)
+        # Within the role's own notes of the migrate phase (controller clock, same machine).
+        assert float(outcome['migration_started']) - 0.5 <= found[name][0], (name, outcome)
+        assert found[name][1] <= float(outcome['migration_finished']) + 0.5, (name, outcome)
+    return found
+
+
+def overlapping(spans):
+    """Pairs of instances whose migrations ran at the same time."""
+    names = sorted(spans)
+    return [(one, two) for index, one in enumerate(names) for two in names[index + 1:]
+            if spans[one][0] < spans[two][1] and spans[two][0] < spans[one][1]]
+
+
+@pytest.mark.parametrize('parallel', [1, 3])
+def test_evacuate_parallel_moves_that_many_guests_at_a_time(cluster, guest_image, parallel):
+    # Guests that keep rewriting 2 MiB, sent at 2 MiB/s each: every migration takes a second or
+    # more (the downtime limit lets it converge), so side by side they overlap for long.
+    image = guest_image('dirty', dirty_mib=2)
+    started = cluster.start_guests({'vm-a': (image, 64), 'vm-b': (guest_image('dirty', dirty_mib=2), 48),
+                                    'vm-c': (guest_image('dirty', dirty_mib=2), 32)})
+    before = dict((name, ticks(cluster.serial('kvm1', name))) for name in started)
+    drained = cluster.evacuate(evacuate_parallel=parallel, migrate_max_bandwidth_mib=2, migrate_downtime_limit_ms=2000)
+    assert drained.rc == 0, drained
+    result = evacuate_result(drained)
+    assert result['complete'] is True and result['moved'] == ['vm-a', 'vm-b', 'vm-c']
+    assert result['plan']['batches'] == ([['vm-a', 'vm-b', 'vm-c']] if parallel == 3 else [['vm-a'], ['vm-b'], ['vm-c']])
+    where = cluster.where()
+    assert dict((name, host) for name, (host, _pid) in where.items()) == {'vm-a': 'kvm2', 'vm-b': 'kvm3', 'vm-c': 'kvm2'}
+    assert cluster.files('kvm1') == []
+    for name, outcome in result['guests'].items():
+        assert outcome['moved'] is True and outcome['pid'] == where[name][1]
+        after = ticks(cluster.serial(where[name][0], name))
+        assert before[name][-1] < after[0] <= before[name][-1] + 300 * TICKS_PER_SECOND, (name, before, after)
+    assert stats(drained)['changed'] == 12 and stats(drained)['failures'] == 0
+    assert move_hosts(drained) == ['evacuate-kvm1-vm-a', 'evacuate-kvm1-vm-b', 'evacuate-kvm1-vm-c']
+    spans = intervals(result)
+    pairs = overlapping(spans)
+    if parallel == 3:
+        assert len(pairs) >= 1, spans
+        # Each migrate task ran for its own play host, side by side.
+        assert len(ran_anywhere(drained, 'Migrate from the source')) == 3
+    else:
+        assert pairs == [], spans
+    first = min(start for start, _end in spans.values())
+    print('\nevacuate_parallel=%d: drained in %s s; migrations (s from the first start): %s; overlapping: %s' % (
+        parallel, result['elapsed_s'],
+        ', '.join('%s %.1f-%.1f' % (name, start - first, end - first) for name, (start, end) in sorted(spans.items())),
+        pairs))
