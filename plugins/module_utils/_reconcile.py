@@ -43,6 +43,9 @@ class Reconciler:
                                  monitor_timeout=params.get('monitor_timeout') or 10.0)
         self.run = run
         self.warnings = []
+        # The QEMU binary's version and machine types, asked once per task
+        # (the plan is made twice: before and under the lock).
+        self._binaries = {}
 
     # -- deciding --------------------------------------------------------
     def desired_spec(self, stored):
@@ -77,7 +80,7 @@ class Reconciler:
             raise ValidationError('no stored definition: give the instance spec (memory, disks, ...)'
                                   ' the first time', instance=self.name)
         if spec is not None:
-            qemu_info = _qemu.query_binary(self.run, _qemu.find_qemu(spec['qemu_binary']))
+            qemu_info = self.qemu_info(spec['qemu_binary'])
             spec['machine'] = _qemu.pin_machine(qemu_info, spec['machine'])
             will_start = state in ('started', 'restarted', 'paused') and current not in LIVE or \
                 state == 'restarted'
@@ -99,6 +102,12 @@ class Reconciler:
         }
         plan['actions'] = self._actions(plan)
         return plan
+
+    def qemu_info(self, binary):
+        path = _qemu.find_qemu(binary)
+        if path not in self._binaries:
+            self._binaries[path] = _qemu.query_binary(self.run, path)
+        return self._binaries[path]
 
     def _check_conflicts(self, spec):
         for other in self.layout.defined_names():
