@@ -1,10 +1,15 @@
-"""A simulated KVM node for tests: its own run_dir and a local inventory."""
+"""Simulated KVM nodes for tests: each its own run_dir, reached with a local connection."""
 import os
 import shutil
 import tempfile
 
 from ansible_run import ansible_env, write_local_inventory
 from qemu_procs import kill_qemu_under
+
+
+# Where an instance's files live under run_dir (lock/ aside: a lock file per
+# instance name stays by design).
+INSTANCE_SUBDIRS = ('pid', 'ctrl', 'conf', 'ifup')
 
 
 class LocalNode:
@@ -34,3 +39,32 @@ class LocalNode:
     def destroy(self):
         kill_qemu_under(self.run_dir)
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def instance_files(self):
+        """Files of instances under run_dir, as SUBDIR/NAME, lock/ aside."""
+        found = []
+        for sub in INSTANCE_SUBDIRS:
+            path = os.path.join(self.run_dir, sub)
+            if os.path.isdir(path):
+                found += [os.path.join(sub, entry) for entry in sorted(os.listdir(path))]
+        return found
+
+
+class LocalNodes:
+    """Several simulated nodes by inventory host name."""
+
+    def __init__(self, hosts):
+        self.nodes = dict((host, LocalNode()) for host in hosts)
+
+    def run_dir(self, host):
+        return self.nodes[host].run_dir
+
+    def files(self, host):
+        return self.nodes[host].instance_files()
+
+    def snapshots(self):
+        return [node.snapshot() for node in self.nodes.values()]
+
+    def destroy(self):
+        for node in self.nodes.values():
+            node.destroy()

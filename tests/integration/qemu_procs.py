@@ -1,5 +1,6 @@
 """Looking at real QEMU processes and serial sockets from tests."""
 import os
+import signal
 import socket
 import time
 
@@ -27,11 +28,13 @@ def qemu_processes_under(run_dir):
 
 
 def kill_qemu_under(run_dir):
+    """Kill every QEMU under run_dir (stopped ones are continued first)."""
     for pid, _argv in qemu_processes_under(run_dir):
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
+        for signum in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
     wait_until(lambda: not qemu_processes_under(run_dir), 10)
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from ansible_run import REPO, run_playbook, write_playbook
 from conftest import require_binary
-from nodes import LocalNode
+from nodes import LocalNodes
 from qemu_procs import qemu_processes_under, serial_lines
 
 EVACUATE_BOOK = os.path.join(REPO, 'playbooks', 'evacuate.yml')
@@ -74,11 +74,11 @@ def ticks(path, count=3):
     return numbers
 
 
-class Cluster:
+class Cluster(LocalNodes):
     """kvm1, kvm2 and kvm3 on this machine, each with its own run_dir."""
 
     def __init__(self):
-        self.nodes = dict((host, LocalNode()) for host in HOSTS)
+        super().__init__(HOSTS)
         self.ports = free_port_range()
         self.base = self.nodes['kvm1'].base
         self.inventory = os.path.join(self.base, 'inventory.yml')
@@ -90,9 +90,6 @@ class Cluster:
                 hosts[host]['kvm_memory_limit_mb'] = LIMITS[host]
         with open(self.inventory, 'w') as handle:
             json.dump({'kvm_nodes': {'hosts': hosts}}, handle, indent=1)    # JSON is YAML
-
-    def run_dir(self, host):
-        return self.nodes[host].run_dir
 
     def start_guests(self, guests):
         """guests: {name: (image, memory_mb[, state])}, started (or in the state given) on kvm1
@@ -127,21 +124,6 @@ class Cluster:
 
     def serial(self, host, name):
         return os.path.join(self.run_dir(host), 'ctrl', name + '.serial')
-
-    def files(self, host):
-        """Files of the instances under the run_dir (lock/ aside)."""
-        found = []
-        for sub in ('pid', 'ctrl', 'conf'):
-            path = os.path.join(self.run_dir(host), sub)
-            found += [os.path.join(sub, entry) for entry in sorted(os.listdir(path))] if os.path.isdir(path) else []
-        return found
-
-    def snapshots(self):
-        return [self.nodes[host].snapshot() for host in HOSTS]
-
-    def destroy(self):
-        for node in self.nodes.values():
-            node.destroy()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from ansible_run import run_adhoc, run_playbook
 from conftest import require_binary
-from nodes import LocalNode
+from nodes import LocalNodes
 from qemu_procs import qemu_processes_under, serial_lines, wait_until
 
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
@@ -36,11 +36,11 @@ def tools():
         require_binary(program)
 
 
-class Pair:
+class Pair(LocalNodes):
     """Two simulated hosts, src and dst, in one inventory."""
 
     def __init__(self):
-        self.nodes = {'src': LocalNode(), 'dst': LocalNode()}
+        super().__init__(('src', 'dst'))
         self.inventory = os.path.join(self.nodes['src'].base, 'pair.ini')
         with open(self.inventory, 'w') as handle:
             for host, role, peer in (('src', 'source', 'dst'), ('dst', 'target', 'src')):
@@ -48,9 +48,6 @@ class Pair:
                              ' migration_role=%s peer=%s\n'
                              % (host, sys.executable, self.nodes[host].run_dir, role, peer))
         self.disk = os.path.join(self.nodes['src'].base, 'vm1.img')
-
-    def run_dir(self, host):
-        return self.nodes[host].run_dir
 
     def run(self, host, args, check=False, module=MODULE):
         """(rc, result) of an ad-hoc run of module on host."""
@@ -88,24 +85,6 @@ class Pair:
 
     def serial(self, host):
         return os.path.join(self.run_dir(host), 'ctrl', 'vm1.serial')
-
-    def files(self, host):
-        """Files of the instance under run_dir (the lock file aside)."""
-        found = []
-        for sub in ('pid', 'ctrl', 'conf', 'ifup'):
-            path = os.path.join(self.run_dir(host), sub)
-            found += [os.path.join(sub, entry) for entry in sorted(os.listdir(path))] \
-                if os.path.isdir(path) else []
-        return found
-
-    def destroy(self):
-        for node in self.nodes.values():
-            for pid in [pid for pid, _argv in qemu_processes_under(node.run_dir)]:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-            node.destroy()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import pytest
 from ansible_run import REPO, run_adhoc, run_playbook
 from conftest import require_binary
 from lab_fixtures import lab_session
-from nodes import LocalNode
+from nodes import LocalNodes
 from qemu_procs import qemu_processes_under, serial_lines, wait_until
 
 from ansible_collections.hvops.kvm.plugins.module_utils._migration import run_phase
@@ -159,12 +159,12 @@ def run_argv(argv):
 
 
 # -- two simulated nodes ---------------------------------------------------------------------
-class Loopback:
+class Loopback(LocalNodes):
     """Inventory hosts kvm1 and kvm2 on this machine, each with its own run_dir;
     the guest's disk lies in kvm1's base directory, which both see."""
 
     def __init__(self):
-        self.nodes = {host: LocalNode() for host in HOSTS}
+        super().__init__(HOSTS)
         self.ports = free_port_range()
         self.inventory = os.path.join(self.nodes['kvm1'].base, 'inventory.yml')
         hosts = {host: {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
@@ -173,9 +173,6 @@ class Loopback:
         with open(self.inventory, 'w') as handle:
             json.dump({'kvm_nodes': {'hosts': hosts}}, handle, indent=1)    # JSON is YAML
         self.disk = os.path.join(self.nodes['kvm1'].base, 'vm1.img')
-
-    def run_dir(self, host):
-        return self.nodes[host].run_dir
 
     def adhoc(self, host, module, args, ok=True):
         args = dict(args, run_dir=self.run_dir(host), name=NAME)
@@ -214,28 +211,6 @@ class Loopback:
 
     def serial(self, host):
         return os.path.join(self.run_dir(host), 'ctrl', NAME + '.serial')
-
-    def files(self, host):
-        """Files of the instance under run_dir; lock/ aside (a lock file per
-        instance name stays, by design)."""
-        found = []
-        for sub in ('pid', 'ctrl', 'conf', 'ifup'):
-            path = os.path.join(self.run_dir(host), sub)
-            found += [os.path.join(sub, entry) for entry in sorted(os.listdir(path))] \
-                if os.path.isdir(path) else []
-        return found
-
-    def snapshots(self):
-        return [self.nodes[host].snapshot() for host in HOSTS]
-
-    def destroy(self):
-        for node in self.nodes.values():
-            for pid in [pid for pid, _argv in qemu_processes_under(node.run_dir)]:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-            node.destroy()
 
 
 @pytest.fixture
