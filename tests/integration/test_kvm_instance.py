@@ -261,3 +261,34 @@ def test_vnc_password_is_set_through_the_monitor_and_never_shown(node, guest_ima
     assert oct(os.stat(password_file).st_mode & 0o777) == '0o600'
     again = adhoc(node, args)
     assert again.rc == 0 and again.result()['changed'] is False
+
+
+@pytest.fixture
+def bridge():
+    """A bridge of the test's own, with no address and no uplink: nothing leaves it."""
+    name = 'hvkt%d' % (os.getpid() % 100000)
+    subprocess.run(['ip', 'link', 'add', name, 'type', 'bridge'], check=True)
+    yield name
+    subprocess.run(['ip', 'link', 'del', name], check=False)
+
+
+def bridge_ports(name):
+    out = subprocess.run(['ip', '-j', 'link', 'show', 'master', name], check=True,
+                         capture_output=True, text=True).stdout
+    return [link['ifname'] for link in json.loads(out or '[]')]
+
+
+def test_a_bridged_nic_gets_a_tap_on_the_bridge_through_the_ifup_script(node, guest_image, bridge):
+    args = spec_for(node, guest_image('normal'), state='started',
+                    nics=[{'type': 'bridge', 'bridge': bridge, 'mac': '52:54:00:aa:bb:01'}])
+    started = ok(adhoc(node, args))
+    netdev = started['argv'][started['argv'].index('-netdev') + 1]
+    script = os.path.join(node.run_dir, 'ifup', 'vm1-0.ifup')
+    assert netdev == 'tap,id=net0,script=%s,downscript=no' % script
+    assert oct(os.stat(script).st_mode & 0o777) == '0o700'
+    ports = bridge_ports(bridge)
+    assert len(ports) == 1, ports
+    stopped = ok(adhoc(node, {'name': 'vm1', 'run_dir': node.run_dir, 'state': 'stopped'}))
+    assert stopped['stop_method'] == 'acpi'
+    wait_until(lambda: bridge_ports(bridge) == [], 10)
+    assert not os.path.exists(script), 'the if-up script goes with the instance'
