@@ -1,8 +1,12 @@
 """kvm_instance through real ansible-playbook / ansible runs, real QEMU, real socat."""
 import json
 import os
+import pty
+import select
+import shlex
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -292,3 +296,28 @@ def test_a_bridged_nic_gets_a_tap_on_the_bridge_through_the_ifup_script(node, gu
     assert stopped['stop_method'] == 'acpi'
     wait_until(lambda: bridge_ports(bridge) == [], 10)
     assert not os.path.exists(script), 'the if-up script goes with the instance'
+
+
+def test_console_command_shows_the_serial_and_ctrl_bracket_leaves(node, guest_image):
+    started = ok(adhoc(node, spec_for(node, guest_image('normal'), state='started')))
+    argv = shlex.split(started['console_command'])
+    pid, fd = pty.fork()
+    if pid == 0:    # the child: the operator's terminal runs the console
+        os.execvp(argv[0], argv)
+    exited = []
+    try:
+        seen = b''
+        deadline = time.monotonic() + 10
+        while b'tick ' not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                seen += os.read(fd, 4096)
+        assert b'tick ' in seen, seen
+        os.write(fd, b'\x1d')    # Ctrl-]
+        wait_until(lambda: exited.append(os.waitpid(pid, os.WNOHANG)) or exited[-1][0] == pid, 5)
+        assert os.waitstatus_to_exitcode(exited[-1][1]) == 0
+    finally:
+        if not exited or exited[-1][0] != pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert pid_alive(started['pid']), 'leaving the console leaves the guest running'
