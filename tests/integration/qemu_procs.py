@@ -76,3 +76,23 @@ def pid_alive(pid):
             return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
     except OSError:
         return False
+
+
+# The test guest prints one "tick N" line per BIOS timer tick.
+TICKS_PER_SECOND = 18.2
+
+
+def ticks(path, count=4):
+    """A few consecutive tick numbers from a serial console socket."""
+    lines = serial_lines(path, count=count + 2)
+    numbers = [int(line.split()[1]) for line in lines if line.startswith('tick ')]
+    assert len(numbers) >= count, lines
+    assert all(b == a + 1 for a, b in zip(numbers, numbers[1:])), lines
+    return numbers
+
+
+def assert_ticks_continue(before, path, within_s):
+    """The tick counter goes on from where it was: the same guest, not a new boot."""
+    after = ticks(path)
+    assert before[-1] < after[0] <= before[-1] + within_s * TICKS_PER_SECOND, (before, after)
+    return after
