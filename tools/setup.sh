@@ -32,6 +32,19 @@ quiet_pip() {
     { "$@" 2>&1 1>&3 3>&- | { grep -v "^WARNING: Location 'file:///opt/.*' is ignored" || true; } >&2; } 3>&1
 }
 
+# The user guests' QEMU runs as (run_as, default hvops-qemu), as the
+# hvops.kvm.kvm_host role creates it on a real node: the tests start QEMU as it.
+qemu_user=hvops-qemu
+if ! getent passwd "$qemu_user" >/dev/null; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: need root to create the system user $qemu_user (or create it yourself)" >&2
+        exit 1
+    fi
+    echo "setup: creating the system user $qemu_user"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin --comment "hvops.kvm QEMU guests" "$qemu_user"
+fi
+
 # The virtual environment, rebuilt only when the pinned requirements change.
 python=${PYTHON:-python3}
 stamp=.venv/.requirements.sha256

@@ -11,8 +11,14 @@ options:
   run_dir:
     description:
       - The node's state directory. It holds C(pid/) (QEMU pidfiles), C(ctrl/) (QMP,
-        human monitor and serial sockets), C(conf/) (definitions and runtime files),
-        C(lock/) and C(ifup/). It is created on demand with mode C(0700).
+        human monitor and serial sockets), C(conf/) (definitions, runtime files and
+        QEMU's logs) and C(lock/). It is created on demand with mode C(0711)
+        (others may pass through to C(pid/), which belongs to the O(run_as) user;
+        every other subdirectory is C(0700)).
+      - An existing directory is used only when it is a real directory (not a
+        symbolic link) owned by the user the module runs as and writable by nobody
+        else, under parents that nobody else can write without the sticky bit. Its
+        mode is never changed.
       - Each node (or each simulated node on one machine) has its own.
     type: path
     default: /run/hvops-kvm
@@ -21,6 +27,20 @@ options:
       - Seconds to wait for the QMP monitor to greet and to answer a command.
     type: float
     default: 10.0
+  run_as:
+    description:
+      - The user QEMU drops to once it has opened what its command line names
+        (C(-runas)). The M(hvops.kvm.kvm_host) role creates C(hvops-qemu).
+      - Every QEMU runs under a seccomp sandbox (C(-sandbox)) that denies obsolete
+        system calls, spawning processes and resource control; as root also
+        privilege changes.
+      - The user must be able to open the guest's disks read-write by path (QEMU
+        opens them again during a migration): own them, or have them through its
+        group with mode C(0660).
+      - C(root) runs QEMU as root, which is reported by M(hvops.kvm.kvm_node_facts)
+        as a problem of the node. Only for setups that cannot work otherwise.
+    type: str
+    default: hvops-qemu
 notes:
   - The monitor is driven through C(socat), which must be installed on the node.
 '''

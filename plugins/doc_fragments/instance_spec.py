@@ -96,7 +96,8 @@ options:
     type: bool
   vnc_bind_address:
     description:
-      - Address (IPv4 or IPv6) the VNC server listens on. No VNC when unset.
+      - Address (IPv4 or IPv6, without a scope id) the VNC server listens on. No VNC
+        when unset.
     type: str
   vnc_display:
     description:
@@ -110,8 +111,12 @@ options:
     type: bool
   vnc_password:
     description:
-      - VNC password. It is stored on the node with mode C(0600) and set through the
-        monitor before the guest runs. Never logged.
+      - VNC password, 1 to 8 printable ASCII characters (VNC authentication uses no
+        more). It is stored on the node with mode C(0600) and set through the monitor
+        before the guest runs. Never logged.
+      - Added to a running guest that was started without one, it takes effect at the
+        next O(state=restarted); until then every run returns C(pending_restart) and a
+        warning (QEMU cannot turn password authentication on while it runs).
     type: str
   nics:
     description:
@@ -143,10 +148,21 @@ options:
     description:
       - Further QEMU arguments, appended to the command line as given (an argv list,
         never passed through a shell).
+      - They travel with the guest (a migration target starts QEMU with them), so they
+        may only shape the virtual hardware. Taken are C(-device), C(-global),
+        C(-smbios type=N,...), C(-rtc), C(-boot) (no C(splash)), C(-k), C(-vga),
+        C(-usb), C(-no-hpet), C(-object memory-backend-ram,...) and
+        C(-machine memory-backend=ID). Refused are every other option, devices that
+        reach host resources (C(loader), C(vfio-pci), C(usb-host), C(vhost-*),
+        serial ports and consoles, ...) and properties naming host files, devices or
+        backends (C(file), C(romfile), C(chardev), C(netdev), C(drive), ...).
     type: list
     elements: str
   qemu_binary:
     description:
       - QEMU binary to run. Defaults to C(qemu-system-x86_64) (or C(kvm)) from C(PATH).
+      - Its name must be C(qemu-system-ARCH), C(kvm) or C(qemu-kvm), so that later runs
+        recognise the process as this instance's.
+      - A migration target ignores the source's binary and runs its own.
     type: str
 '''

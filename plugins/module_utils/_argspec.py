@@ -5,6 +5,7 @@
 names in plugins/doc_fragments."""
 
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import DEFAULT_RUN_DIR
+from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
     ACCELERATORS, DISK_CACHE_MODES, DISK_FORMATS, DISK_INTERFACES, NIC_MODELS, NIC_TYPES)
 
@@ -12,6 +13,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
 HOST_ARGS = dict(
     run_dir=dict(type='path', default=DEFAULT_RUN_DIR),
     monitor_timeout=dict(type='float', default=10.0),
+    run_as=dict(type='str', default=DEFAULT_RUN_AS),
 )
 
 # doc fragment hvops.kvm.instance_spec

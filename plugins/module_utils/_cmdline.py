@@ -30,6 +30,12 @@ def vnc_address(spec, with_password):
     return value
 
 
+def vnc_has_password(argv):
+    """Whether an argv of ours starts VNC with password authentication."""
+    return any(word.endswith(',password=on') for index, word in enumerate(argv)
+               if index and argv[index - 1] == '-vnc')
+
+
 def kernel_append(spec):
     words = ['root=%s' % spec['root'], 'ro']
     if spec['serial_console']:
@@ -61,12 +67,13 @@ def disk_args(spec):
     return argv
 
 
-def nic_args(spec, ifup_scripts):
+def nic_args(spec, taps):
     argv = []
     for index, nic in enumerate(spec['nics']):
         netdev_id = 'net%d' % index
         if nic['type'] == 'bridge':
-            netdev = 'tap,id=%s,script=%s,downscript=no' % (netdev_id, opt_value(ifup_scripts[index]))
+            # The library made the tap and put it on the bridge: QEMU runs no script.
+            netdev = 'tap,id=%s,ifname=%s,script=no,downscript=no' % (netdev_id, taps[index])
         else:
             netdev = 'user,id=%s' % netdev_id
         device = '%s,netdev=%s,mac=%s' % (NIC_DEVICES[nic['model']], netdev_id, nic['mac'])
@@ -74,13 +81,15 @@ def nic_args(spec, ifup_scripts):
     return argv
 
 
-def build_argv(spec, paths, qemu, accel, ifup_scripts=None, vnc_password=False,
-               paused=False, incoming=None):
+def build_argv(spec, paths, qemu, accel, taps=None, vnc_password=False,
+               paused=False, incoming=None, user_args=()):
     """The QEMU argv for a normalised spec whose machine type is pinned.
 
-    ``accel`` is the resolved accelerator (kvm or tcg); ``ifup_scripts`` maps
-    the index of each bridged NIC to its if-up script; ``incoming`` is a
-    ``-incoming`` value for a migration target (which also starts paused).
+    ``accel`` is the resolved accelerator (kvm or tcg); ``taps`` maps the
+    index of each bridged NIC to its tap; ``incoming`` is a ``-incoming``
+    value for a migration target (which also starts paused); ``user_args``
+    are the -runas and -sandbox options. QEMU runs in the foreground: the
+    library detaches it (no -daemonize, which a sandbox denying spawn kills).
     """
     machine = 'type=%s' % spec['machine']
     if not spec['acpi']:
@@ -97,7 +106,8 @@ def build_argv(spec, paths, qemu, accel, ifup_scripts=None, vnc_password=False,
         argv += ['-cpu', spec['cpu_model']]
     if spec['uuid']:
         argv += ['-uuid', spec['uuid']]
-    argv += ['-pidfile', paths.pidfile, '-daemonize', '-nodefaults', '-no-user-config']
+    argv += ['-pidfile', paths.pidfile, '-nodefaults', '-no-user-config']
+    argv += list(user_args)
     argv += disk_args(spec)
     if spec['kernel']:
         argv += ['-kernel', spec['kernel']]
@@ -113,28 +123,10 @@ def build_argv(spec, paths, qemu, accel, ifup_scripts=None, vnc_password=False,
     argv += ['-qmp', unix_server(paths.qmp), '-monitor', unix_server(paths.monitor)]
     if spec['serial_console']:
         argv += ['-serial', unix_server(paths.serial)]
-    argv += nic_args(spec, ifup_scripts or {})
+    argv += nic_args(spec, taps or {})
     if paused or incoming:
         argv.append('-S')
     if incoming:
         argv += ['-incoming', incoming]
     argv += spec['extra_args']
     return argv
-
-
-def ifup_script_text(name, nic):
-    """The if-up script QEMU runs with the tap name as $1 for a bridged NIC."""
-    return (
-        '#!/bin/sh\n'
-        '# Written by hvops.kvm for instance %s; rewritten on every start.\n'
-        'set -e\n'
-        'ip link set dev "$1" address %s 2>/dev/null || true\n'
-        'ip link set dev "$1" master %s\n'
-        'ip link set dev "$1" up\n'
-    ) % (name, _host_side_mac(nic['mac']), nic['bridge'])
-
-
-def _host_side_mac(mac):
-    # The tap end must not carry the guest's MAC, or the bridge learns it on the
-    # wrong port; fe: as first octet keeps it out of the way (as libvirt does).
-    return 'fe' + mac[2:]

@@ -20,6 +20,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import ProcessEr
 # struct flock on 64-bit Linux: short l_type, short l_whence, off_t l_start,
 # off_t l_len, pid_t l_pid (and padding).
 FLOCK_FORMAT = 'hhqqi4x'
+QEMU_PROGRAM_NAMES = ('kvm', 'qemu-kvm')
 
 
 def lock_holder(pidfile):
@@ -66,12 +67,17 @@ def option_value(argv, option):
     return None
 
 
+def is_qemu_program(path):
+    """Whether a program's name is one the identity check recognises as QEMU:
+    a binary of another name could be started but never managed again."""
+    program = os.path.basename(path or '')
+    return program.startswith('qemu-system-') and len(program) > len('qemu-system-') or \
+        program in QEMU_PROGRAM_NAMES
+
+
 def cmdline_matches(argv, name, pidfile):
     """Whether argv is a QEMU started for this instance with this pidfile."""
-    if not argv:
-        return False
-    program = os.path.basename(argv[0])
-    if not (program.startswith('qemu-system-') or program in ('kvm', 'qemu-kvm')):
+    if not argv or not is_qemu_program(argv[0]):
         return False
     return option_value(argv, '-pidfile') == pidfile and \
         (option_value(argv, '-name') or '').split(',')[0] == name
@@ -105,6 +111,25 @@ def process_state(pid):
     except (FileNotFoundError, ProcessLookupError):
         return None
     return stat.rsplit(')', 1)[1].split()[0]
+
+
+def process_status(pid):
+    """{'uid': effective uid, 'seccomp': seccomp mode} of a process from
+    /proc/PID/status, or None when it is gone."""
+    try:
+        with open('/proc/%d/status' % pid) as handle:
+            text = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    found = {'uid': None, 'seccomp': None}
+    for line in text.splitlines():
+        key, _sep, value = line.partition(':')
+        words = value.split()
+        if key == 'Uid' and len(words) >= 2:
+            found['uid'] = int(words[1])
+        elif key == 'Seccomp' and words:
+            found['seccomp'] = int(words[0])
+    return found
 
 
 def start_time(pid):

@@ -9,18 +9,19 @@ identified. Files of a dead instance are cleaned up; those of a live one never.
 """
 
 import os
-import re
 import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _identity
-from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import build_argv, ifup_script_text
+from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import build_argv
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
-    MonitorError, ProcessError, StateError)
-from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import make_private_dir
+    KvmError, MonitorError, ProcessError, StateError)
+from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly
+from ansible_collections.hvops.kvm.plugins.module_utils._launch import launch
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
+from ansible_collections.hvops.kvm.plugins.module_utils._taps import create_taps, existing_taps, remove_taps, tap_name
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     load_runtime, make_runtime, save_runtime)
+from ansible_collections.hvops.kvm.plugins.module_utils._values import seconds
 
 # query-status -> our state names
 RUN_STATES = {
@@ -44,6 +45,7 @@ NEVER_RAN = ('prelaunch', 'inmigrate')
 POWERDOWN_BACKOFF = (1.0, 2.0, 4.0, 8.0)
 EXIT_POLL = 0.05
 QUIT_GRACE = 10.0
+MAX_MONITOR_TIMEOUT = 3600.0
 
 
 def is_incoming(runtime):
@@ -52,14 +54,16 @@ def is_incoming(runtime):
 
 
 class Instance:
-    """One instance in a HostLayout. ``run(argv) -> (rc, stdout, stderr)``."""
+    """One instance in a HostLayout. ``run(argv) -> (rc, stdout, stderr)``;
+    ``qemu_user`` (a _qemu_user.QemuUser) is who QEMU runs as, needed to start it."""
 
-    def __init__(self, layout, name, run, monitor_timeout=10.0, socat=None):
+    def __init__(self, layout, name, run, monitor_timeout=10.0, socat=None, qemu_user=None):
         self.layout = layout
+        self.qemu_user = qemu_user
         self.name = name
         self.paths = layout.paths(name)
         self.run = run
-        self.monitor_timeout = monitor_timeout
+        self.monitor_timeout = seconds(monitor_timeout, 'monitor_timeout', low=0.1, high=MAX_MONITOR_TIMEOUT)
         self.socat = socat
 
     # -- observing -------------------------------------------------------
@@ -71,21 +75,26 @@ class Instance:
                           timeout=timeout or self.monitor_timeout, socat=self.socat)
 
     def leftovers(self):
-        """Files only a QEMU that died uncleanly leaves behind (pidfile, sockets).
-
-        A QEMU that exits cleanly (the guest powered itself off, or QMP quit)
-        removes them itself; only its runtime file stays, and that instance is
-        stopped, not crashed.
-        """
+        """Files of a QEMU that is gone (pidfile, sockets), which clean_leftovers removes."""
         candidates = (self.paths.pidfile, self.paths.qmp, self.paths.monitor, self.paths.serial)
         return [path for path in candidates if os.path.lexists(path)]
+
+    def dead_state(self):
+        """'crashed' or 'stopped' for an instance whose QEMU is gone.
+
+        Only a QEMU that died uncleanly leaves its pidfile: one that exits
+        cleanly (the guest powered itself off, or QMP quit) removes it itself,
+        pid/ being its user's. Sockets are no evidence: a QEMU running as its
+        own user cannot remove them from the root-only ctrl/.
+        """
+        return 'crashed' if os.path.lexists(self.paths.pidfile) else 'stopped'
 
     def status(self):
         """{state, pid, run_state}; state is one of running, paused, incoming,
         migrating, migrated, shutdown, crashed (dead with files left), stopped."""
         pid = self.pid()
         if pid is None:
-            state = 'crashed' if self.leftovers() else 'stopped'
+            state = self.dead_state()
             return {'state': state, 'pid': None, 'run_state': None}
         with self.monitor() as qmp:
             run_state = qmp.execute('query-status')['status']
@@ -101,13 +110,15 @@ class Instance:
 
     # -- starting --------------------------------------------------------
     def prepare_argv(self, spec, qemu, accel, paused=False, incoming=None):
-        """argv for spec plus the if-up scripts it needs (not yet written)."""
-        scripts = dict((index, self.layout.ifup_script(self.name, index))
-                       for index, nic in enumerate(spec['nics']) if nic['type'] == 'bridge')
-        argv = build_argv(spec, self.paths, qemu, accel, ifup_scripts=scripts,
+        """argv for spec plus the taps it needs ({NIC index: tap name}, not yet made)."""
+        if self.qemu_user is None:
+            raise StateError('no run_as user resolved to start QEMU with', instance=self.name)
+        taps = dict((index, tap_name(self.layout.run_dir, self.name, index))
+                    for index, nic in enumerate(spec['nics']) if nic['type'] == 'bridge')
+        argv = build_argv(spec, self.paths, qemu, accel, taps=taps,
                           vnc_password=self.vnc_password() is not None,
-                          paused=paused, incoming=incoming)
-        return argv, scripts
+                          paused=paused, incoming=incoming, user_args=self.qemu_user.argv())
+        return argv, taps
 
     def vnc_password(self):
         try:
@@ -121,34 +132,35 @@ class Instance:
         so a run cut off mid-start still leaves the instance identifiable."""
         if self.pid() is not None:
             raise StateError('already running', instance=self.name)
-        self.layout.ensure()
+        self.layout.ensure(self.qemu_user)
         self.clean_leftovers()
-        self._write_ifup_scripts(spec)
         save_runtime(self.paths, make_runtime(argv, spec, accel, qemu_version))
         password = self.vnc_password() if spec.get('vnc_bind_address') else None
         # With a VNC password the guest is held (-S) until the password is set.
         hold = password is not None and not paused and '-S' not in argv
-        rc, out, err = self.run(argv[:1] + ['-S'] + argv[1:] if hold else argv)
-        pid = self.pid() if rc == 0 else None
-        if pid is None:
-            self.clean_leftovers()
-            detail = (err or out or '').strip() or 'exit code %d' % rc
-            raise ProcessError('QEMU failed to start: %s' % detail, instance=self.name,
-                               rc=rc, argv=argv)
-        if password is not None:
-            with self.monitor() as qmp:
-                qmp.execute('change-vnc-password', {'password': password})
-                if hold:
-                    qmp.execute('cont')
+        try:
+            create_taps(self.run, self.layout.run_dir, self.name, spec['nics'])
+            pid, session = launch(argv[:1] + ['-S'] + argv[1:] if hold else argv, self.paths.log,
+                                  self.paths.qmp, instance=self.name, socat=self.socat)
+        except KvmError:
+            self._clean_failed_start()
+            raise
+        with session:
+            if password is not None:
+                session.execute('change-vnc-password', {'password': password})
+            if hold:
+                session.execute('cont')
+        if self.pid() != pid:
+            raise ProcessError('QEMU pid %d came up but does not hold its pidfile %s'
+                               % (pid, self.paths.pidfile), instance=self.name)
         return pid
 
-    def _write_ifup_scripts(self, spec):
-        for index, nic in enumerate(spec['nics']):
-            if nic['type'] != 'bridge':
-                continue
-            path = self.layout.ifup_script(self.name, index)
-            make_private_dir(os.path.dirname(path))
-            write_atomic(path, ifup_script_text(self.name, nic), mode=0o700)
+    def _clean_failed_start(self):
+        pid = self.pid()
+        if pid is not None:
+            _identity.signal_instance(self.paths, self.name, pid)
+            self._exited(pid, QUIT_GRACE)
+        self.clean_leftovers()
 
     # -- stopping --------------------------------------------------------
     def stop(self, mode='acpi', timeout=30.0, force=False):
@@ -233,26 +245,16 @@ class Instance:
             raise ProcessError('QEMU pid %d survived SIGKILL' % pid, instance=self.name)
 
     def clean_leftovers(self):
-        """Remove pidfile, sockets, runtime and if-up scripts of a dead instance.
+        """Remove pidfile, sockets, runtime, QEMU's log and taps of a dead instance.
 
         Refuses while the instance runs: a live instance's files are never removed.
         """
         if self.pid() is not None:
             raise StateError('refusing to clean the files of a running instance', instance=self.name)
         removed = remove_quietly(self.paths.pidfile, self.paths.qmp, self.paths.monitor,
-                                 self.paths.serial, self.paths.runtime)
-        removed += remove_quietly(*self.ifup_scripts())
+                                 self.paths.serial, self.paths.runtime, self.paths.log)
+        removed += remove_taps(self.run, existing_taps(self.layout.run_dir, self.name))
         return removed
-
-    def ifup_scripts(self):
-        """The if-up scripts written for this instance (NAME-N.ifup)."""
-        directory = self.layout.ifup_dir()
-        pattern = re.compile(r'^%s-\d+\.ifup$' % re.escape(self.name))
-        try:
-            return [os.path.join(directory, entry) for entry in sorted(os.listdir(directory))
-                    if pattern.match(entry)]
-        except FileNotFoundError:
-            return []
 
     # -- pausing ---------------------------------------------------------
     def pause(self):

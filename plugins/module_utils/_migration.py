@@ -34,15 +34,15 @@ confirm(failure) resumes the source only when told that the target is dead
 """
 
 import contextlib
-import ipaddress
 import os
 import time
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
+from ansible_collections.hvops.kvm.plugins.module_utils import _qemu, _qemu_user
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MigrationError, MonitorError, MonitorTimeout, StateError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance, is_incoming
+from ansible_collections.hvops.kvm.plugins.module_utils._host import bridge_exists
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
 from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import (
@@ -56,9 +56,10 @@ from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import (
     classify, decide)
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
-    RUNTIME_FORMAT, load_definition, make_runtime, save_definition, save_runtime)
+    RUNTIME_FORMAT, load_definition, make_runtime, runtime_shape_ok, save_definition, save_runtime)
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
-    SPEC_DEFAULTS, check_host_files, normalize_spec, shared_disks)
+    SPEC_DEFAULTS, check_host_files, normalize_spec, qemu_binary, shared_disks)
+from ansible_collections.hvops.kvm.plugins.module_utils._values import vnc_password as check_vnc_password
 
 PHASES = ('prepare', 'accept', 'migrate', 'finalize', 'confirm', 'status', 'recover')
 ROLES = ('source', 'target')
@@ -97,6 +98,8 @@ class Migration:
         check_options(self.params)
         self.name = params.get('name')
         self.layout = HostLayout(self.params['run_dir'])
+        self.known_user = _qemu_user.lookup(self.params['run_as'])
+        self.layout.verify(self.known_user)
         self.instance = Instance(self.layout, self.name, run,
                                  monitor_timeout=float(self.params['monitor_timeout']))
         self.paths = self.instance.paths
@@ -112,7 +115,7 @@ class Migration:
         if self.check_mode:
             yield
             return
-        self.layout.ensure()
+        self.layout.ensure(self.instance.qemu_user or self.known_user)
         with instance_lock(self.paths, self.name, timeout=self.params['lock_timeout']):
             yield
 
@@ -127,7 +130,7 @@ class Migration:
             'defined': os.path.exists(self.paths.definition), 'error': None,
         }
         if pid is None:
-            record['state'] = 'crashed' if self.instance.leftovers() else 'stopped'
+            record['state'] = self.instance.dead_state()
         elif busy:
             record['state'] = 'unknown'
         else:
@@ -172,7 +175,7 @@ class Migration:
         (a VNC password without a definition always)."""
         self.instance.stop(mode='kill')
         if remove_definition or not os.path.exists(self.paths.definition):
-            remove_quietly(self.paths.definition, self.paths.vnc_password)
+            remove_quietly(self.paths.definition, self.paths.vnc_password, self.paths.log)
 
     def adopt(self, record, runtime):
         """Make the live copy here the guest, running; the actions (only
@@ -184,6 +187,7 @@ class Migration:
         if self.check_mode:
             return actions
         if record['incoming']:
+            self.instance.qemu_user = _qemu_user.resolve(self.params['run_as'])
             spec = runtime['spec']
             save_definition(self.paths, (runtime.get('migration') or {}).get('definition') or spec)
             argv, _scripts = self.instance.prepare_argv(spec, runtime['argv'][0], runtime['accel'])
@@ -230,11 +234,13 @@ class Migration:
         given = self.params['runtime']
         runtime, spec = self._checked_runtime(given)
         definition = self._checked_definition(self.params['definition'])
-        address = listen_address(self.params['migration_address'])
+        address = listen_address(self.params['migration_address'], self.params['allow_any_address'])
         low, high = parse_port_range(self.params['migration_ports'])
-        if ipaddress.ip_address(address).is_unspecified:
-            self.warnings.append('migration_address %s listens on every address of this host' % address)
+        if self.params['vnc_password'] is not None:
+            check_vnc_password(self.params['vnc_password'])
         req = requirements_of(runtime)
+        self.instance.qemu_user = _qemu_user.resolve(self.params['run_as'])
+        # The target's own QEMU, whatever binary the source runs.
         qemu = _qemu.query_binary(self.run, _qemu.find_qemu(spec['qemu_binary']))
         facts = self._target_facts(spec, req, qemu)
         problems = target_problems(req, facts)
@@ -277,10 +283,13 @@ class Migration:
         return result
 
     def _checked_runtime(self, given):
-        """The source's runtime, checked, with its spec normalised again."""
-        if not isinstance(given, dict) or given.get('format') != RUNTIME_FORMAT or \
-                not isinstance(given.get('argv'), list) or not given['argv'] or \
-                not isinstance(given.get('spec'), dict) or given.get('accel') not in ('kvm', 'tcg'):
+        """The source's runtime, checked, with its spec normalised again.
+
+        Nothing host-side of it is taken: the argv is never run (the target
+        builds its own from the spec), the spec's extra_args pass the same
+        rules as at kvm_instance time, and the QEMU binary is this host's.
+        """
+        if not isinstance(given, dict) or not runtime_shape_ok(given):
             raise ValidationError('runtime must be the runtime returned by the prepare phase'
                                   ' (format %d, with argv, spec and accel)' % RUNTIME_FORMAT,
                                   instance=self.name)
@@ -290,10 +299,29 @@ class Migration:
                                   % (source_spec.get('name'), self.name), instance=self.name)
         if not source_spec.get('machine'):
             raise ValidationError('runtime has no machine type', instance=self.name)
-        spec = normalize_spec(self.name, dict((k, v) for k, v in source_spec.items() if k in SPEC_DEFAULTS))
+        spec = self._target_spec(source_spec)
         version = given.get('qemu_version')
-        runtime = dict(given, spec=spec, qemu_version=list(version) if version else None)
+        if version is not None and (not isinstance(version, list) or not 2 <= len(version) <= 3 or
+                                    not all(isinstance(part, int) and not isinstance(part, bool)
+                                            for part in version)):
+            raise ValidationError('runtime qemu_version must be a list of 2 or 3 numbers, got %r' % (version,),
+                                  instance=self.name)
+        started_at = given.get('started_at')
+        if started_at is not None and (isinstance(started_at, bool) or not isinstance(started_at, (int, float))):
+            raise ValidationError('runtime started_at must be a number, got %r' % (started_at,),
+                                  instance=self.name)
+        runtime = {'format': RUNTIME_FORMAT, 'argv': list(given['argv']), 'spec': spec,
+                   'accel': given['accel'], 'qemu_version': list(version) if version else None,
+                   'started_at': started_at}
         return runtime, spec
+
+    def _target_spec(self, source_spec):
+        """A spec from the source checked here by every rule of a kvm_instance
+        task (a QEMU binary of a name kvm_instance refuses betrays a tampered
+        runtime), then given this host's QEMU binary: the source's never runs."""
+        spec = normalize_spec(self.name, dict((k, v) for k, v in source_spec.items() if k in SPEC_DEFAULTS))
+        spec['qemu_binary'] = qemu_binary(self.params['qemu_binary'], self.name)
+        return spec
 
     def _checked_definition(self, given):
         if given is None:
@@ -301,12 +329,12 @@ class Migration:
         if not isinstance(given, dict):
             raise ValidationError('definition must be a dictionary (the prepare phase\'s definition)',
                                   instance=self.name)
-        return normalize_spec(self.name, dict((k, v) for k, v in given.items() if k in SPEC_DEFAULTS))
+        return self._target_spec(given)
 
     def _target_facts(self, spec, req, qemu):
         file_problems = []
         try:
-            check_host_files(spec)
+            check_host_files(spec, self.instance.qemu_user)
         except ValidationError as err:
             file_problems.append(err.msg)
         for other in self.layout.defined_names():
@@ -314,7 +342,7 @@ class Migration:
                 clashes = shared_disks(spec, load_definition(self.layout.paths(other)) or {})
                 if clashes:
                     file_problems.append('disk %s is used by instance %s here' % (clashes[0], other))
-        bridges = set(b for b in req['bridges'] if os.path.isdir('/sys/class/net/%s/bridge' % b))
+        bridges = set(b for b in req['bridges'] if bridge_exists(b))
         return {
             'available_mb': available_kib(parse_meminfo(read_text(os.path.join(PROC, 'meminfo')))) // 1024,
             'margin_mb': self.params['memory_margin_mb'],

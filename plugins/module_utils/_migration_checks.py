@@ -4,11 +4,7 @@
 """What a migration target must offer, and why a host cannot take a guest. Pure."""
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
-
-
-def vnc_has_password(argv):
-    return any(word.endswith(',password=on') for index, word in enumerate(argv)
-               if index and argv[index - 1] == '-vnc')
+from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import vnc_has_password
 
 
 def requirements_of(runtime):

@@ -4,21 +4,23 @@
 """Migration options: defaults, ports, URIs, and the capabilities and
 parameters set on QEMU for every run. Pure: nothing here touches a process."""
 
-import ipaddress
 import re
 
+from ansible_collections.hvops.kvm.plugins.module_utils import _values
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS
 
 MIB = 1024 * 1024
 # max-bandwidth meaning "as fast as the link goes" (QEMU's default is 128 MiB/s).
 UNLIMITED_BANDWIDTH = 2 ** 63 - 1
 MAX_DOWNTIME_MS = 2000000
 MAX_MULTIFD_CHANNELS = 255
-URI_PATTERN = re.compile(r'^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$')
+URI_PATTERN = re.compile(r'tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})')
 
 # Option defaults, shared with the module's argument spec.
 DEFAULTS = {
     'run_dir': None,
+    'run_as': DEFAULT_RUN_AS,
     'monitor_timeout': 10.0,
     'lock_timeout': 60,
     'runtime': None,
@@ -26,6 +28,8 @@ DEFAULTS = {
     'vnc_password': None,
     'migration_address': '127.0.0.1',
     'migration_ports': '49152-49215',
+    'allow_any_address': False,
+    'qemu_binary': None,
     'memory_margin_mb': 128,
     'uri': None,
     'live': True,
@@ -60,7 +64,7 @@ CAPABILITIES_OFF = ('pause-before-switchover', 'compress', 'block', 'x-colo', 'r
 def parse_port_range(value):
     """(low, high) from '49152-49215', '49152' or an int."""
     text = str(value).strip()
-    match = re.match(r'^(\d{1,5})(?:\s*-\s*(\d{1,5}))?$', text)
+    match = re.fullmatch(r'(\d{1,5})(?:\s*-\s*(\d{1,5}))?', text)
     if not match:
         raise ValidationError('migration_ports must be a port or a range like 49152-49215, got %r' % value)
     low = int(match.group(1))
@@ -70,14 +74,16 @@ def parse_port_range(value):
     return low, high
 
 
-def listen_address(value):
+def listen_address(value, allow_unspecified=False):
     """The normalised IP address to listen on; a host name is refused (QEMU
-    would bind whatever it resolves to)."""
-    try:
-        return str(ipaddress.ip_address(str(value).strip()))
-    except ValueError:
-        raise ValidationError('migration_address must be an IPv4 or IPv6 address of this host,'
-                              ' got %r' % value)
+    would bind whatever it resolves to), and so is an address that means all
+    of them (0.0.0.0, ::) unless ``allow_unspecified``."""
+    address = _values.ip_address(value, 'migration_address')
+    if address in ('0.0.0.0', '::') and not allow_unspecified:
+        raise ValidationError('migration_address %s listens on every address of this host; give the'
+                              ' address of the migration network (or set allow_any_address: true)'
+                              % address)
+    return address
 
 
 def tcp_uri(host, port):
@@ -89,7 +95,7 @@ def tcp_uri(host, port):
 def parse_uri(uri):
     """(host, port) of a tcp: migration URI. Other transports are refused: an
     exec: URI would make QEMU run a shell command."""
-    match = URI_PATTERN.match(str(uri or '').strip())
+    match = URI_PATTERN.fullmatch(str(uri or '').strip())
     port = int(match.group(2)) if match else 0
     if not match or not 1 <= port <= 65535:
         raise ValidationError('uri must be tcp:HOST:PORT (as accept returns it), got %r' % (uri,))
@@ -111,6 +117,7 @@ def check_options(params):
     whole('timeout', 0)
     whole('stall_timeout', 1)
     whole('memory_margin_mb', 0)
+    whole('lock_timeout', 0, _values.MAX_SECONDS)
     whole('throttle_initial', 1, 99)
     whole('throttle_increment', 1, 99)
 

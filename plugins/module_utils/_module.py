@@ -8,9 +8,10 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import KvmError
 
 
 def runner(module):
-    """run(argv) -> (rc, stdout, stderr) through module.run_command (never a shell)."""
+    """run(argv) -> (rc, stdout, stderr) through module.run_command: never a
+    shell, and every word passed as given (no ~ or $VAR expansion)."""
     def run(argv):
-        return module.run_command(argv)
+        return module.run_command(argv, expand_user_and_vars=False)
     return run
 
 

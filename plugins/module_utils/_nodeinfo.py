@@ -31,6 +31,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance, is_incoming
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import NAME_PATTERN, HostLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import find_socat
+from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS, lookup, user_of_uid
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
 
 SUBSETS = ('cpu', 'hypervisor', 'instances', 'memory')
@@ -277,7 +278,7 @@ def instance_names(layout):
         entries = []
     for entry in entries:
         stem, ext = os.path.splitext(entry)
-        if ext == '.pid' and NAME_PATTERN.match(stem):
+        if ext == '.pid' and NAME_PATTERN.fullmatch(stem):
             names.add(stem)
     return sorted(names)
 
@@ -295,6 +296,7 @@ def observe(layout, name, run, uptime, held, monitor_timeout=10.0, socat=None):
         'memory_mb': None, 'vcpus': None, 'uptime_s': None, 'resident_mb': None,
         'defined': False, 'accel': None, 'machine': None, 'qemu_version': None,
         'busy': False, 'pending_restart': False, 'sockets': None, 'error': None,
+        'user': None, 'sandboxed': None,
     }
     try:
         paths = layout.paths(name)
@@ -319,7 +321,7 @@ def observe(layout, name, run, uptime, held, monitor_timeout=10.0, socat=None):
     record['vcpus'] = _spec_value(spec, 'vcpus')
     record['machine'] = (spec or {}).get('machine')
     if pid is None:
-        record['state'] = 'crashed' if instance.leftovers() else 'stopped'
+        record['state'] = instance.dead_state()
         return record, instance
     record['pid'] = pid
     record['accel'] = runtime.get('accel') if runtime else None
@@ -327,6 +329,11 @@ def observe(layout, name, run, uptime, held, monitor_timeout=10.0, socat=None):
     record['qemu_version'] = _qemu.version_string(version) if version else None
     record['pending_restart'] = bool(runtime and definition is not None and
                                      runtime.get('spec') != definition)
+    status = _identity.process_status(pid)
+    if status is not None:
+        record['user'] = user_of_uid(status['uid']) if status['uid'] is not None else None
+        # Seccomp mode 2: a filter is installed (QEMU's -sandbox).
+        record['sandboxed'] = status['seccomp'] == 2
     started = _identity.start_time(pid)
     if started is not None and uptime is not None:
         record['uptime_s'] = max(0, int(uptime - started))
@@ -352,7 +359,7 @@ def query_state(record, instance):
         if still != pid:
             # It exited while we looked.
             record.update(pid=None, uptime_s=None, resident_mb=None, _resident_kib=0,
-                          state='crashed' if instance.leftovers() else 'stopped')
+                          state=instance.dead_state())
             return record
         record.update(state='unknown',
                       error='the QMP monitor did not answer: %s' % (getattr(err, 'msg', None) or err))
@@ -401,39 +408,34 @@ def scan_instances(layout, run, query=True, monitor_timeout=10.0, socat=None):
             problems.append('instance %s crashed: its QEMU is gone but left files behind'
                             ' (hvops.kvm.kvm_instance state=stopped cleans them up,'
                             ' state=started starts it again)' % record['name'])
-        elif record['state'] == 'unknown' and not (record['busy'] and record['pid']):
+        if record['pid'] is not None and record['user'] == 'root':
+            problems.append('instance %s runs as root: a guest that escapes QEMU owns the node (restart it'
+                            ' with run_as set to an unprivileged user, as by default)' % record['name'])
+        if record['pid'] is not None and record['sandboxed'] is False:
+            problems.append('instance %s runs without a seccomp sandbox (restart it with this'
+                            ' collection)' % record['name'])
+        if record['state'] == 'unknown' and not (record['busy'] and record['pid']):
             # A live instance another run works on is not a problem of the node.
             problems.append('instance %s: %s' % (record['name'], record['error']))
     return records, problems
 
 
-def run_dir_problems(layout):
-    """What is wrong with run_dir itself. A missing run_dir is fine: it is made
-    on first use."""
+def run_dir_problems(layout, qemu_user=None):
+    """What is wrong with run_dir itself (the rules of HostLayout.verify). A
+    missing run_dir is fine: it is made on first use."""
     try:
-        st = os.stat(layout.run_dir)
-    except FileNotFoundError:
-        return []
-    except OSError as err:
-        return ['cannot look at run_dir %s: %s' % (layout.run_dir, err.strerror)]
-    if not stat.S_ISDIR(st.st_mode):
-        return ['run_dir %s is not a directory' % layout.run_dir]
-    problems = []
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        problems.append('run_dir %s has mode %04o: make it 0700, it holds the monitor sockets and'
-                        ' VNC passwords' % (layout.run_dir, mode))
-    if st.st_uid != os.geteuid():
-        problems.append('run_dir %s belongs to uid %d, not to uid %d that manages the instances'
-                        % (layout.run_dir, st.st_uid, os.geteuid()))
-    return problems
+        layout.verify(qemu_user)
+    except KvmError as err:
+        return [err.msg]
+    return []
 
 
 def public(record):
     return dict((key, value) for key, value in record.items() if not key.startswith('_'))
 
 
-def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_timeout=10.0):
+def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_timeout=10.0,
+           run_as=DEFAULT_RUN_AS):
     """The kvm_node facts. ``run(argv) -> (rc, stdout, stderr)`` runs QEMU's
     -version and -machine help; nothing else is run and nothing is written."""
     subsets = resolve_subsets(gather_subset)
@@ -449,9 +451,11 @@ def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_time
         facts['hypervisor'], found = hypervisor_facts(run, qemu_binary, cpu)
         problems += found
     if 'instances' in subsets or 'memory' in subsets:
-        problems += run_dir_problems(layout)
-        records, found = scan_instances(layout, run, query='instances' in subsets,
-                                        monitor_timeout=monitor_timeout)
+        untrusted = run_dir_problems(layout, lookup(run_as))
+        problems += untrusted
+        # Nothing in a run_dir another user controls is read, let alone its sockets.
+        records, found = ([], []) if untrusted else scan_instances(
+            layout, run, query='instances' in subsets, monitor_timeout=monitor_timeout)
         if 'instances' in subsets:
             facts['instances'] = dict((record['name'], public(record)) for record in records)
             problems += found

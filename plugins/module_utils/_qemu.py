@@ -72,6 +72,23 @@ def query_binary(run, binary):
     return {'path': binary, 'version': version, 'machines': machines, 'default_machine': default}
 
 
+def parse_cpu_models(text):
+    """CPU model names from ``-cpu help`` output."""
+    models = set()
+    for line in (text or '').splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == 'x86':
+            models.add(words[1])
+    return models
+
+
+def query_cpu_models(run, binary):
+    rc, out, err = run([binary, '-cpu', 'help'])
+    if rc != 0:
+        raise ProcessError('%s -cpu help failed: %s' % (binary, (err or out).strip()))
+    return parse_cpu_models(out)
+
+
 def pin_machine(info, machine):
     """The versioned machine type behind an alias ('pc' -> 'pc-i440fx-7.2').
 

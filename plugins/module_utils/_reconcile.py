@@ -10,7 +10,9 @@ Check mode runs only ``plan``, so its prediction is the real run's decision.
 import os
 import shlex
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
+from ansible_collections.hvops.kvm.plugins.module_utils import _qemu, _qemu_user
+from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import vnc_has_password
+from ansible_collections.hvops.kvm.plugins.module_utils._host import check_resources
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError, ValidationError
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
@@ -20,11 +22,22 @@ from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     load_definition, save_definition)
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
     SPEC_DEFAULTS, check_host_files, normalize_spec, shared_disks)
+from ansible_collections.hvops.kvm.plugins.module_utils._values import seconds
+from ansible_collections.hvops.kvm.plugins.module_utils._values import vnc_password as check_vnc_password
 
 STATES = ('present', 'started', 'stopped', 'restarted', 'paused', 'absent')
 STOP_MODES = ('acpi', 'kill')
 LIVE = ('running', 'paused')
 CONSOLE_ESCAPE = '0x1d'  # Ctrl-]
+# Option defaults, shared with the module's argument spec.
+DEFAULT_MONITOR_TIMEOUT = 10.0
+DEFAULT_SHUTDOWN_TIMEOUT = 30
+DEFAULT_LOCK_TIMEOUT = 60
+
+
+def _given(params, key, default):
+    value = params.get(key)
+    return default if value is None else value
 
 
 def console_argv(serial_socket):
@@ -40,9 +53,13 @@ class Reconciler:
         self.name = params['name']
         self.layout = HostLayout(params.get('run_dir'))
         self.instance = Instance(self.layout, self.name, run,
-                                 monitor_timeout=params.get('monitor_timeout') or 10.0)
+                                 monitor_timeout=_given(params, 'monitor_timeout', DEFAULT_MONITOR_TIMEOUT))
+        self.shutdown_timeout = seconds(_given(params, 'shutdown_timeout', DEFAULT_SHUTDOWN_TIMEOUT),
+                                        'shutdown_timeout')
+        self.lock_timeout = seconds(_given(params, 'lock_timeout', DEFAULT_LOCK_TIMEOUT), 'lock_timeout')
         self.run = run
         self.warnings = []
+        self.known_user = None
         # The QEMU binary's version and machine types, asked once per task
         # (the plan is made twice: before and under the lock).
         self._binaries = {}
@@ -65,6 +82,9 @@ class Reconciler:
         """Decide what to do. Returns a dict describing current and target state."""
         state = self.params['state']
         paths = self.instance.paths
+        run_as = self.params.get('run_as') or _qemu_user.DEFAULT_RUN_AS
+        self.known_user = _qemu_user.lookup(run_as)
+        self.layout.verify(self.known_user)
         stored = load_definition(paths)
         status = self.instance.status()
         current = status['state']
@@ -84,10 +104,17 @@ class Reconciler:
             spec['machine'] = _qemu.pin_machine(qemu_info, spec['machine'])
             will_start = state in ('started', 'restarted', 'paused') and current not in LIVE or \
                 state == 'restarted'
+            if will_start:
+                self.instance.qemu_user = _qemu_user.resolve(run_as)
             if spec != stored or will_start:
-                check_host_files(spec)
+                # Everything this host can check is checked before the
+                # definition is stored or QEMU started.
+                check_host_files(spec, self.instance.qemu_user)
+                check_resources(spec, self.cpu_models(qemu_info) if spec['cpu_model'] else None)
                 self._check_conflicts(spec)
         password = self.params.get('vnc_password')
+        if password is not None:
+            check_vnc_password(password)
         plan = {
             'state': state,
             'current': current,
@@ -109,6 +136,11 @@ class Reconciler:
             self._binaries[path] = _qemu.query_binary(self.run, path)
         return self._binaries[path]
 
+    def cpu_models(self, qemu_info):
+        if 'cpu_models' not in qemu_info:
+            qemu_info['cpu_models'] = _qemu.query_cpu_models(self.run, qemu_info['path'])
+        return qemu_info['cpu_models']
+
     def _check_conflicts(self, spec):
         for other in self.layout.defined_names():
             if other == self.name:
@@ -125,7 +157,8 @@ class Reconciler:
         running_spec = (plan['runtime'] or {}).get('spec')
         drift = current in LIVE and plan['spec'] is not None and running_spec is not None \
             and running_spec != plan['spec']
-        plan['pending_restart'] = drift and state != 'restarted'
+        plan['password_needs_restart'] = self._password_needs_restart(plan)
+        plan['pending_restart'] = (drift or plan['password_needs_restart']) and state != 'restarted'
         actions = []
         if state == 'absent':
             if current in LIVE:
@@ -160,6 +193,15 @@ class Reconciler:
             actions.append('start')
         return actions
 
+    def _password_needs_restart(self, plan):
+        """A VNC password for a running guest whose VNC was started without
+        password authentication: QEMU cannot turn it on while it runs."""
+        spec = plan['spec']
+        if plan['current'] not in LIVE or not spec or not spec['vnc_bind_address'] or not plan['runtime']:
+            return False
+        wanted = plan['write_password'] or self.instance.vnc_password() is not None
+        return wanted and not vnc_has_password(plan['runtime']['argv'])
+
     # -- doing -----------------------------------------------------------
     def apply(self, plan):
         """Carry out the plan under the instance lock.
@@ -171,8 +213,8 @@ class Reconciler:
         result = {'stop_method': None}
         if not plan['actions']:
             return plan, result
-        self.layout.ensure()
-        with instance_lock(self.instance.paths, self.name, timeout=self.params.get('lock_timeout') or 60):
+        self.layout.ensure(self.instance.qemu_user or self.known_user)
+        with instance_lock(self.instance.paths, self.name, timeout=self.lock_timeout):
             plan = self.plan()
             for action in plan['actions']:
                 getattr(self, '_do_' + action)(plan, result)
@@ -184,14 +226,14 @@ class Reconciler:
     def _do_set_password(self, plan, result):
         write_atomic(self.instance.paths.vnc_password, self.params['vnc_password'] + '\n', mode=0o600)
         if plan['current'] in LIVE and plan['spec'] and plan['spec']['vnc_bind_address'] \
-                and 'stop' not in plan['actions']:
+                and 'stop' not in plan['actions'] and not plan['password_needs_restart']:
             with self.instance.monitor() as qmp:
                 qmp.execute('change-vnc-password', {'password': self.params['vnc_password']})
 
     def _do_stop(self, plan, result):
         result['stop_method'] = self.instance.stop(
             mode=self.params.get('stop_mode') or 'acpi',
-            timeout=float(self.params.get('shutdown_timeout') or 30),
+            timeout=self.shutdown_timeout,
             force=bool(self.params.get('force')))
 
     def _do_clean(self, plan, result):
@@ -199,18 +241,20 @@ class Reconciler:
 
     def _do_undefine(self, plan, result):
         paths = self.instance.paths
-        remove_quietly(paths.definition, paths.vnc_password)
+        remove_quietly(paths.definition, paths.vnc_password, paths.log)
 
     def _start(self, plan, paused):
         spec = plan['spec']
         runtime = plan['runtime']
         info = plan['qemu']
-        if runtime and runtime.get('spec') == spec and not paused:
-            # Restart with the very argv it ran with.
-            argv, accel = runtime['argv'], runtime['accel']
+        if runtime and runtime.get('spec') == spec:
+            # A restart keeps the accelerator it ran with (auto may pick
+            # another one now); the argv is built again, so a VNC password
+            # set since, or another run_as, takes effect.
+            accel = runtime['accel']
         else:
             accel = _qemu.resolve_accel(spec['accel'])
-            argv, _scripts = self.instance.prepare_argv(spec, info['path'], accel, paused=paused)
+        argv, _taps = self.instance.prepare_argv(spec, info['path'], accel, paused=paused)
         self.instance.start(argv, spec, accel, qemu_version=info['version'], paused=paused)
 
     def _do_start(self, plan, result):
@@ -284,7 +328,11 @@ def run_task(params, run, check_mode=False):
     result['changed'] = bool(plan['actions'])
     result['actions'] = plan['actions']
     result['pending_restart'] = plan.get('pending_restart', False)
-    if result['pending_restart']:
+    if plan.get('password_needs_restart') and result['pending_restart']:
+        reconciler.warnings.append(
+            'instance %s was started without a VNC password, and QEMU cannot require one while it'
+            ' runs: its VNC display has NO password until state=restarted' % reconciler.name)
+    elif result['pending_restart']:
         reconciler.warnings.append(
             'instance %s runs with a spec that differs from its definition; use state=restarted'
             ' to apply the change' % reconciler.name)

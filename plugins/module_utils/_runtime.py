@@ -37,14 +37,21 @@ def save_runtime(paths, runtime):
 
 def load_runtime(paths, name=None):
     """The runtime of an instance, or None when it has none."""
-    runtime = read_json(paths.runtime)
+    runtime = read_json(paths.runtime, 'runtime file')
     if runtime is None:
         return None
-    if not isinstance(runtime, dict) or runtime.get('format') != RUNTIME_FORMAT or \
-            not isinstance(runtime.get('argv'), list):
+    if not runtime_shape_ok(runtime):
         raise StateError('runtime file %s is not in a format this collection understands'
                          % paths.runtime, instance=name)
     return runtime
+
+
+def runtime_shape_ok(runtime):
+    """Whether a runtime has the fields every reader relies on, of the right types."""
+    argv = runtime.get('argv')
+    return runtime.get('format') == RUNTIME_FORMAT and isinstance(argv, list) and bool(argv) and \
+        all(isinstance(word, str) for word in argv) and isinstance(runtime.get('spec'), dict) and \
+        runtime.get('accel') in ('kvm', 'tcg')
 
 
 def save_definition(paths, spec):
@@ -52,4 +59,4 @@ def save_definition(paths, spec):
 
 
 def load_definition(paths):
-    return read_json(paths.definition)
+    return read_json(paths.definition, 'definition')

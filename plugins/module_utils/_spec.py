@@ -10,12 +10,14 @@ this host. Neither touches anything.
 """
 
 import hashlib
-import ipaddress
 import os
 import re
 import uuid
 
+from ansible_collections.hvops.kvm.plugins.module_utils import _values
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._extra_args import check_extra_args
+from ansible_collections.hvops.kvm.plugins.module_utils._identity import is_qemu_program
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import validate_name
 
 DISK_FORMATS = ('raw', 'qcow2')
@@ -24,8 +26,16 @@ DISK_CACHE_MODES = ('none', 'writeback', 'writethrough', 'directsync', 'unsafe')
 NIC_TYPES = ('bridge', 'user')
 NIC_MODELS = ('virtio', 'e1000', 'rtl8139')
 ACCELERATORS = ('auto', 'kvm', 'tcg')
-MAC_PATTERN = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
-IFNAME_PATTERN = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
+MAC_PATTERN = re.compile(r'[0-9a-f]{2}(:[0-9a-f]{2}){5}')
+# Machine types and CPU models as QEMU names them (CPU models may carry
+# comma-separated feature flags: qemu64,+ssse3).
+MACHINE_PATTERN = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
+CPU_MODEL_PATTERN = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*(,[+-]?[A-Za-z0-9._-]+(=[A-Za-z0-9._-]+)?)*')
+# Limits QEMU itself sets on the pc and q35 machines (MiB of RAM is what a
+# 64-bit host can map; vCPUs: q35's maximum).
+MAX_MEMORY_MB = 16 * 1024 * 1024
+MAX_VCPUS = 288
+KERNEL_ARGS_MAX = 4096
 # Locally administered prefix QEMU itself uses for generated MACs.
 MAC_PREFIX = '52:54:00'
 
@@ -62,18 +72,56 @@ def _choice(value, choices, what, name):
     return value
 
 
-def _positive(value, what, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValidationError('%s must be a positive whole number, got %r' % (what, value), instance=name)
+def _positive(value, what, name, high=None):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or \
+            (high is not None and value > high):
+        raise ValidationError('%s must be a positive whole number%s, got %r'
+                              % (what, ' up to %d' % high if high else '', value), instance=name)
+    return value
+
+
+def _flag(value, what, name):
+    if not isinstance(value, bool):
+        raise ValidationError('%s must be true or false, got %r' % (what, value), instance=name)
+    return value
+
+
+def _text(value, what, name, pattern=None, limit=255):
+    """A string of printable characters (no newline), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit or \
+            not all(char.isprintable() for char in value) or \
+            (pattern is not None and not pattern.fullmatch(value)):
+        raise ValidationError('invalid %s %r' % (what, value), instance=name)
     return value
 
 
 def _absolute(path, what, name):
     if path is None:
         return None
-    if not isinstance(path, str) or not os.path.isabs(path):
+    if not isinstance(path, str) or not os.path.isabs(path) or '\0' in path or '\n' in path:
         raise ValidationError('%s must be an absolute path, got %r' % (what, path), instance=name)
     return os.path.normpath(path)
+
+
+def _list_of_dicts(value, what, name):
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValidationError('%s must be a list of dictionaries, got %r' % (what, value), instance=name)
+    return value
+
+
+def qemu_binary(value, name=None):
+    """A QEMU binary the identity check will recognise (qemu-system-*, kvm,
+    qemu-kvm), or None for the host's default."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or '\n' in value or '\0' in value or \
+            not is_qemu_program(value):
+        raise ValidationError('qemu_binary %r is not named like a QEMU binary (qemu-system-ARCH, kvm or'
+                              ' qemu-kvm): a guest started from it could never be found and managed'
+                              ' again' % (value,), instance=name)
+    return value
 
 
 def generated_mac(name, index):
@@ -83,8 +131,10 @@ def generated_mac(name, index):
 
 
 def normalize_mac(mac, name):
+    if not isinstance(mac, str):
+        raise ValidationError('invalid MAC address %r' % (mac,), instance=name)
     text = mac.strip().lower().replace('-', ':')
-    if not MAC_PATTERN.match(text):
+    if not MAC_PATTERN.fullmatch(text):
         raise ValidationError('invalid MAC address %r' % mac, instance=name)
     if int(text[:2], 16) & 1:
         raise ValidationError('MAC address %r is a multicast address' % mac, instance=name)
@@ -104,7 +154,7 @@ def _normalize_disk(disk, index, name):
     _choice(out['interface'], DISK_INTERFACES, 'disk interface', name)
     if out['cache'] is not None:
         _choice(out['cache'], DISK_CACHE_MODES, 'disk cache mode', name)
-    out['readonly'] = bool(out['readonly'])
+    _flag(out['readonly'], 'disk %d readonly' % index, name)
     if out['readonly'] and out['interface'] == 'ide':
         raise ValidationError('disk %d: QEMU cannot attach a read-only disk as an IDE hard disk;'
                               ' use interface virtio or scsi' % index, instance=name)
@@ -122,9 +172,11 @@ def _normalize_nic(nic, index, name):
     _choice(out['type'], NIC_TYPES, 'nic type', name)
     _choice(out['model'], NIC_MODELS, 'nic model', name)
     if out['type'] == 'bridge':
-        if not out['bridge'] or not IFNAME_PATTERN.match(out['bridge']):
-            raise ValidationError('nic %d: a bridged NIC needs a valid bridge name, got %r'
-                                  % (index, out['bridge']), instance=name)
+        try:
+            _values.ifname(out['bridge'], 'the bridge')
+        except ValidationError as err:
+            raise ValidationError('nic %d: a bridged NIC needs a valid bridge name: %s'
+                                  % (index, err.msg), instance=name)
     elif out['bridge']:
         raise ValidationError('nic %d: bridge is only valid with type bridge' % index, instance=name)
     out['mac'] = normalize_mac(out['mac'], name) if out['mac'] else generated_mac(name, index)
@@ -140,12 +192,13 @@ def normalize_spec(name, params):
     spec = dict(SPEC_DEFAULTS)
     spec.update((k, v) for k, v in params.items() if v is not None)
     spec['name'] = name
-    _positive(spec['memory'], 'memory (MiB)', name)
-    _positive(spec['vcpus'], 'vcpus', name)
+    _positive(spec['memory'], 'memory (MiB)', name, MAX_MEMORY_MB)
+    _positive(spec['vcpus'], 'vcpus', name, MAX_VCPUS)
     _choice(spec['accel'], ACCELERATORS, 'accelerator', name)
-    spec['acpi'] = bool(spec['acpi'])
-    spec['serial_console'] = bool(spec['serial_console'])
-    spec['vnc_tablet'] = bool(spec['vnc_tablet'])
+    spec['machine'] = _text(spec['machine'], 'machine type', name, MACHINE_PATTERN)
+    spec['cpu_model'] = _text(spec['cpu_model'], 'cpu_model', name, CPU_MODEL_PATTERN)
+    for key in ('acpi', 'serial_console', 'vnc_tablet'):
+        _flag(spec[key], key, name)
     if spec['uuid'] is not None:
         try:
             spec['uuid'] = str(uuid.UUID(str(spec['uuid'])))
@@ -153,6 +206,8 @@ def normalize_spec(name, params):
             raise ValidationError('invalid UUID %r' % spec['uuid'], instance=name)
     for key in ('kernel', 'initrd'):
         spec[key] = _absolute(spec[key], key, name)
+    spec['root'] = _text(spec['root'], 'root', name)
+    spec['kernel_args'] = _text(spec['kernel_args'], 'kernel_args', name, limit=KERNEL_ARGS_MAX)
     if spec['initrd'] and not spec['kernel']:
         raise ValidationError('initrd is set but kernel is not', instance=name)
     if spec['kernel'] and not spec['root']:
@@ -162,14 +217,15 @@ def normalize_spec(name, params):
         raise ValidationError('root and kernel_args need a kernel', instance=name)
     if spec['vnc_bind_address'] is not None:
         try:
-            spec['vnc_bind_address'] = str(ipaddress.ip_address(spec['vnc_bind_address']))
-        except ValueError:
-            raise ValidationError('invalid VNC bind address %r: give an IPv4 or IPv6 address'
-                                  % spec['vnc_bind_address'], instance=name)
+            spec['vnc_bind_address'] = _values.ip_address(spec['vnc_bind_address'], 'the VNC bind address')
+        except ValidationError as err:
+            raise ValidationError(err.msg, instance=name)
     if isinstance(spec['vnc_display'], bool) or not isinstance(spec['vnc_display'], int) or \
             not 0 <= spec['vnc_display'] < 59636:
         raise ValidationError('vnc_display must be a whole number from 0 (port 5900), got %r'
                               % spec['vnc_display'], instance=name)
+    _list_of_dicts(spec['disks'], 'disks', name)
+    _list_of_dicts(spec['nics'], 'nics', name)
     spec['disks'] = [_normalize_disk(d, i, name) for i, d in enumerate(spec['disks'])]
     paths = [d['path'] for d in spec['disks']]
     if len(set(paths)) != len(paths):
@@ -178,14 +234,18 @@ def normalize_spec(name, params):
     macs = [n['mac'] for n in spec['nics']]
     if len(set(macs)) != len(macs):
         raise ValidationError('two NICs have the same MAC address', instance=name)
-    if not all(isinstance(a, str) for a in spec['extra_args']):
-        raise ValidationError('extra_args must be a list of strings', instance=name)
-    spec['extra_args'] = list(spec['extra_args'])
+    try:
+        spec['extra_args'] = check_extra_args(spec['extra_args'])
+    except ValidationError as err:
+        raise ValidationError(err.msg, instance=name)
+    spec['qemu_binary'] = qemu_binary(spec['qemu_binary'], name)
     return spec
 
 
-def check_host_files(spec):
-    """Refuse a spec whose kernel, initrd or disks do not exist on this host."""
+def check_host_files(spec, qemu_user=None):
+    """Refuse a spec whose kernel, initrd or disks do not exist on this host,
+    or whose disks the QEMU user (``qemu_user``) could not open: QEMU opens
+    them again as that user when a migration hands them over."""
     name = spec['name']
     for key in ('kernel', 'initrd'):
         if spec[key] and not os.path.isfile(spec[key]):
@@ -198,6 +258,13 @@ def check_host_files(spec):
             raise ValidationError('disk %d (%s) is not %s by this user' % (
                 index, disk['path'], 'readable' if disk['readonly'] else 'readable and writable'),
                 instance=name)
+        if qemu_user is not None and not qemu_user.can_open(disk['path'], write=not disk['readonly']):
+            raise ValidationError(
+                'disk %d (%s) is not %s by the QEMU user %s (it opens the disk again during a'
+                ' migration): give it to that user (chown %s), or to its group with mode 0660, and'
+                ' make every directory above it searchable' % (
+                    index, disk['path'], 'readable' if disk['readonly'] else 'readable and writable',
+                    qemu_user.name, qemu_user.name), instance=name)
 
 
 def shared_disks(spec, other):

@@ -207,7 +207,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS, INSTANCE_SPEC_ARGS
 from ansible_collections.hvops.kvm.plugins.module_utils._module import call_library, exit_with, runner
-from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import STATES, STOP_MODES, run_task
+from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import (
+    DEFAULT_LOCK_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, STATES, STOP_MODES, run_task)
 
 
 def main():
@@ -216,8 +217,8 @@ def main():
         state=dict(type='str', choices=list(STATES), default='started'),
         stop_mode=dict(type='str', choices=list(STOP_MODES), default='acpi'),
         force=dict(type='bool', default=False),
-        shutdown_timeout=dict(type='int', default=30),
-        lock_timeout=dict(type='int', default=60),
+        shutdown_timeout=dict(type='int', default=DEFAULT_SHUTDOWN_TIMEOUT),
+        lock_timeout=dict(type='int', default=DEFAULT_LOCK_TIMEOUT),
     )
     argument_spec.update(HOST_ARGS)
     argument_spec.update(INSTANCE_SPEC_ARGS)

@@ -75,7 +75,18 @@ options:
   runtime:
     description:
       - C(accept) only, required there. The C(runtime) the C(prepare) phase returned.
+      - The target trusts nothing in it. Its spec is checked by the same rules as a
+        M(hvops.kvm.kvm_instance) task (C(extra_args) may only shape the virtual
+        hardware), and the target builds its own command line from that spec with
+        its own QEMU binary (O(qemu_binary)); the source's command line is never run.
     type: dict
+  qemu_binary:
+    description:
+      - C(accept) only. The QEMU binary the target starts; by default the node's
+        C(qemu-system-x86_64) (or C(kvm)). The source's binary is never used.
+      - Its name must be C(qemu-system-ARCH), C(kvm) or C(qemu-kvm), so that later
+        runs recognise the process.
+    type: str
   definition:
     description:
       - C(accept) only. The C(definition) the C(prepare) phase returned; it is stored on
@@ -94,6 +105,12 @@ options:
         migration network for a real two-node migration.
     type: str
     default: 127.0.0.1
+  allow_any_address:
+    description:
+      - C(accept) only. Allow O(migration_address) to be C(0.0.0.0) or C(::), which
+        listens on every address of the node. Refused unless this is C(true).
+    type: bool
+    default: false
   migration_ports:
     description:
       - C(accept) only. Port or port range (C(LOW-HIGH)) to listen on; a port in use
@@ -514,6 +531,8 @@ def main():
         vnc_password=dict(type='str', no_log=True),
         migration_address=dict(type='str', default=DEFAULTS['migration_address']),
         migration_ports=dict(type='str', default=DEFAULTS['migration_ports']),
+        allow_any_address=dict(type='bool', default=DEFAULTS['allow_any_address']),
+        qemu_binary=dict(type='str'),
         memory_margin_mb=dict(type='int', default=DEFAULTS['memory_margin_mb']),
         uri=dict(type='str'),
         live=dict(type='bool', default=DEFAULTS['live']),

@@ -374,6 +374,17 @@ ansible_facts:
             pending_restart:
               description: It runs with a spec that differs from its stored definition.
               type: bool
+            user:
+              description:
+                - The user its QEMU runs as (from C(/proc/PID/status)), or null when it
+                  does not run. A guest running as C(root) is one of the node's problems.
+              type: str
+              sample: hvops-qemu
+            sandboxed:
+              description:
+                - Whether its QEMU runs under a seccomp filter (QEMU's C(-sandbox)), or null
+                  when it does not run. One without is one of the node's problems.
+              type: bool
             sockets:
               description: Its unix sockets.
               type: dict
@@ -410,7 +421,7 @@ def main():
     facts = call_library(module, gather, runner(module), run_dir=module.params['run_dir'],
                          gather_subset=module.params['gather_subset'],
                          qemu_binary=module.params['qemu_binary'],
-                         monitor_timeout=module.params['monitor_timeout'])
+                         monitor_timeout=module.params['monitor_timeout'], run_as=module.params['run_as'])
     module.exit_json(changed=False, ansible_facts={'kvm_node': facts})
 
 

@@ -48,24 +48,58 @@ def require_kvm():
         pytest.skip(message)
 
 
+# The user the collection's QEMU runs as by default (tools/setup.sh creates it).
+QEMU_USER = 'hvops-qemu'
+
+
+def qemu_user_ids():
+    """(uid, gid) of QEMU_USER; a missing user fails the test (setup makes it)."""
+    import pwd  # pylint: disable=import-outside-toplevel
+    try:
+        entry = pwd.getpwnam(QEMU_USER)
+    except KeyError:
+        pytest.fail('the system user %s is missing: run tools/setup.sh' % QEMU_USER, pytrace=False)
+    return entry.pw_uid, entry.pw_gid
+
+
+def give_to_qemu(path):
+    """Make a disk image the QEMU user's (mode 0600), as an operator would:
+    QEMU opens it again as that user when a migration hands it over."""
+    uid, gid = qemu_user_ids()
+    os.chown(path, uid, gid)
+    os.chmod(path, 0o600)
+    return path
+
+
+def reachable_dir(prefix):
+    """A new directory under /tmp that others may pass through (mode 0711),
+    for what the QEMU user must reach: run_dirs and disk images."""
+    path = tempfile.mkdtemp(prefix=prefix, dir='/tmp')
+    os.chmod(path, 0o711)
+    return path
+
+
 @pytest.fixture
-def guest_image(tmp_path):
+def guest_image():
     """guest_image(variant='normal', dirty_mib=64) -> path of a private copy of the
-    test guest's image in tmp_path (built once, cached under build/guest/), so
-    QEMUs of tests running at the same time never contend for one file's locks."""
+    test guest's image (built once, cached under build/guest/), so QEMUs of tests
+    running at the same time never contend for one file's locks. The copy is the
+    QEMU user's, in a directory it can reach."""
     require_binary('nasm')
     if GUEST_DIR not in sys.path:
         sys.path.insert(0, GUEST_DIR)
     from build import DEFAULT_DIRTY_MIB, build_image  # pylint: disable=import-outside-toplevel
     copies = []
+    directory = reachable_dir('hk-img-')
 
     def make(variant='normal', dirty_mib=DEFAULT_DIRTY_MIB):
         built = build_image(variant, dirty_mib=dirty_mib)
-        copy = str(tmp_path / ('%d-%s' % (len(copies), os.path.basename(built))))
+        copy = os.path.join(directory, '%d-%s' % (len(copies), os.path.basename(built)))
         shutil.copyfile(built, copy)
-        copies.append(copy)
+        copies.append(give_to_qemu(copy))
         return copy
-    return make
+    yield make
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class SerialLog:

@@ -1,24 +1,25 @@
 """Simulated KVM nodes for tests: each its own run_dir, reached with a local connection."""
 import os
 import shutil
-import tempfile
 
 from ansible_run import ansible_env, write_local_inventory
+from conftest import reachable_dir
 from qemu_procs import kill_qemu_under
 
 
 # Where an instance's files live under run_dir (lock/ aside: a lock file per
 # instance name stays by design).
-INSTANCE_SUBDIRS = ('pid', 'ctrl', 'conf', 'ifup')
+INSTANCE_SUBDIRS = ('pid', 'ctrl', 'conf')
 
 
 class LocalNode:
     """One node reached with ansible_connection=local. Its run_dir lives under
     a short /tmp path so socket paths stay within the 107-byte limit, and does
-    not exist until a module creates it."""
+    not exist until a module creates it. The QEMU user can pass through the base
+    directory (to its pidfiles in run_dir/pid and to disk images kept there)."""
 
     def __init__(self):
-        self.base = tempfile.mkdtemp(prefix='hk-', dir='/tmp')
+        self.base = reachable_dir('hk-')
         self.run_dir = os.path.join(self.base, 'run')
         self.inventory = write_local_inventory(os.path.join(self.base, 'inventory.ini'))
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from ansible_run import run_adhoc, run_playbook
-from conftest import require_binary
+from conftest import give_to_qemu, require_binary
 from nodes import LocalNodes
 from qemu_procs import assert_ticks_continue, qemu_processes_under, ticks, wait_until
 
@@ -73,6 +73,7 @@ class Pair(LocalNodes):
         """Boot the test guest on src through kvm_instance; the disk lies where
         both hosts see it (shared storage)."""
         shutil.copyfile(image, self.disk)
+        give_to_qemu(self.disk)
         return self.ok('src', {'memory': memory, 'accel': 'tcg', 'machine': 'pc', 'state': 'started',
                                'disks': [{'path': self.disk, 'interface': 'ide'}]}, module=INSTANCE)
 
@@ -261,6 +262,7 @@ def test_a_target_that_cannot_take_the_guest_refuses_before_starting_anything(pa
     # An instance of that name already runs on the target.
     other = os.path.join(pair.nodes['dst'].base, 'other.img')
     shutil.copyfile(pair.disk, other)
+    give_to_qemu(other)
     resident = pair.ok('dst', {'memory': 32, 'accel': 'tcg', 'machine': 'pc', 'state': 'paused',
                                'disks': [{'path': other, 'interface': 'ide'}]}, module=INSTANCE)
     before = pair.nodes['dst'].snapshot()

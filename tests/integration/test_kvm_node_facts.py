@@ -17,13 +17,14 @@ import time
 import pytest
 
 from ansible_run import run_adhoc, run_playbook
-from conftest import require_binary
+from conftest import QEMU_USER, give_to_qemu, require_binary
 from nodes import LocalNode
 from qemu_procs import qemu_processes_under, wait_until
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import resolve as resolve_qemu_user
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import save_definition
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec
 
@@ -85,9 +86,9 @@ def start_with_library(node, qemu, name, memory=16, paused=False, incoming=None)
     layout = HostLayout(node.run_dir)
     spec = normalize_spec(name, {'memory': memory, 'accel': 'tcg', 'machine': qemu['pinned'],
                                  'serial_console': False})
-    instance = Instance(layout, name, run)
+    instance = Instance(layout, name, run, qemu_user=resolve_qemu_user(QEMU_USER))
     argv, _scripts = instance.prepare_argv(spec, qemu['path'], 'tcg', paused=paused, incoming=incoming)
-    layout.ensure()
+    layout.ensure(instance.qemu_user)
     save_definition(instance.paths, spec)
     return instance.start(argv, spec, 'tcg', qemu_version=qemu['version'], paused=paused)
 
@@ -99,6 +100,7 @@ def start_with_module(node, name, memory=32, state='started', image=None):
     if image:
         disk = os.path.join(node.base, name + '.img')
         shutil.copyfile(image, disk)
+        give_to_qemu(disk)
         args['disks'] = [{'path': disk, 'interface': 'ide'}]
     result = run_adhoc(node.inventory, 'hvops.kvm.kvm_instance', args)
     assert result.rc == 0, result

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from ansible_run import REPO, run_adhoc, run_playbook
-from conftest import require_binary
+from conftest import give_to_qemu, require_binary
 from lab_fixtures import lab_session
 from nodes import LocalNodes
 from qemu_procs import assert_ticks_continue, qemu_processes_under, ticks, wait_until
@@ -175,6 +175,7 @@ class Loopback(LocalNodes):
 
     def start_guest(self, image, memory=32):
         shutil.copyfile(image, self.disk)
+        give_to_qemu(self.disk)
         return self.adhoc('kvm1', INSTANCE_MODULE, {
             'memory': memory, 'accel': 'tcg', 'machine': 'pc', 'state': 'started',
             'disks': [{'path': self.disk, 'interface': 'ide'}]})
@@ -454,6 +455,7 @@ def lab_guest(lab, guest_image):
     os.makedirs(shared, exist_ok=True)
     disk = os.path.join(shared, 'vm1.img')
     shutil.copyfile(guest_image('normal'), disk)
+    give_to_qemu(disk)
     yield disk
     for host in lab.hosts:
         for pid, _argv in qemu_processes_under(host.run_dir):

@@ -1,5 +1,6 @@
-from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import (
-    build_argv, ifup_script_text, opt_value)
+from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import build_argv, opt_value, vnc_has_password
+from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import QemuUser
+from ansible_collections.hvops.kvm.plugins.module_utils._taps import host_side_mac, tap_name
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec
 
@@ -26,7 +27,8 @@ def test_basics_follow_the_spec():
     assert value(argv, '-machine') == 'type=pc-i440fx-7.2'
     assert value(argv, '-accel') == 'tcg'
     assert value(argv, '-pidfile') == '/run/hvops-kvm/pid/web.pid'
-    assert '-daemonize' in argv and '-nodefaults' in argv
+    assert '-nodefaults' in argv
+    assert '-daemonize' not in argv, 'the library detaches QEMU: -daemonize forks after the sandbox is on'
     assert '-S' not in argv and '-incoming' not in argv
     assert all(isinstance(word, str) for word in argv)
 
@@ -92,8 +94,8 @@ def test_nics_bridge_and_user():
     spec = normalize_spec('web', {'machine': 'pc', 'nics': [
         {'type': 'bridge', 'bridge': 'br0', 'mac': '52:54:00:00:00:01', 'model': 'e1000'},
         {'type': 'user', 'mac': '52:54:00:00:00:02'}]})
-    argv = build_argv(spec, PATHS, QEMU, 'tcg', ifup_scripts={0: '/run/hvops-kvm/ifup/web-0.ifup'})
-    assert value(argv, '-netdev', 0) == 'tap,id=net0,script=/run/hvops-kvm/ifup/web-0.ifup,downscript=no'
+    argv = build_argv(spec, PATHS, QEMU, 'tcg', taps={0: 'hk01234567n0'})
+    assert value(argv, '-netdev', 0) == 'tap,id=net0,ifname=hk01234567n0,script=no,downscript=no'
     assert value(argv, '-netdev', 1) == 'user,id=net1'
     assert 'e1000,netdev=net0,mac=52:54:00:00:00:01' in argv
     assert 'virtio-net-pci,netdev=net1,mac=52:54:00:00:00:02' in argv
@@ -111,12 +113,31 @@ def test_the_builder_is_deterministic():
     assert argv_for(nics=[{'type': 'user'}]) == argv_for(nics=[{'type': 'user'}])
 
 
-def test_ifup_script_attaches_to_the_bridge():
-    nic = {'type': 'bridge', 'bridge': 'br-lan', 'mac': '52:54:00:12:34:56', 'model': 'virtio'}
-    text = ifup_script_text('web', nic)
-    assert text.startswith('#!/bin/sh\n')
-    assert 'ip link set dev "$1" master br-lan' in text
-    assert 'fe:54:00:12:34:56' in text
+def test_taps_are_named_per_run_dir_and_instance_and_carry_no_guest_mac():
+    name = tap_name('/run/hvops-kvm', 'web', 3)
+    assert len(name) <= 15 and name.startswith('hk') and name.endswith('n3')
+    assert tap_name('/run/hvops-kvm', 'web', 3) == name
+    assert tap_name('/run/other', 'web', 3) != name
+    assert tap_name('/run/hvops-kvm', 'web2', 3) != name
+    assert len(tap_name('/run/hvops-kvm', 'x' * 63, 255)) <= 15
+    assert host_side_mac('52:54:00:12:34:56') == 'fe:54:00:12:34:56'
+
+
+def test_qemu_drops_to_its_user_under_the_strictest_sandbox_that_allows():
+    user = build_argv(normalize_spec('web', {'machine': 'pc'}), PATHS, QEMU, 'tcg',
+                      user_args=QemuUser('hvops-qemu', 990, 990, [990]).argv())
+    assert value(user, '-runas') == 'hvops-qemu'
+    assert value(user, '-sandbox') == 'on,obsolete=deny,spawn=deny,resourcecontrol=deny'
+    root = build_argv(normalize_spec('web', {'machine': 'pc'}), PATHS, QEMU, 'tcg',
+                      user_args=QemuUser('root', 0, 0, [0]).argv())
+    assert value(root, '-runas') is None
+    assert value(root, '-sandbox') == 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny'
+
+
+def test_vnc_has_password_reads_our_own_argv():
+    spec = normalize_spec('web', {'vnc_bind_address': '127.0.0.1', 'machine': 'pc'})
+    assert vnc_has_password(build_argv(spec, PATHS, QEMU, 'tcg', vnc_password=True))
+    assert not vnc_has_password(build_argv(spec, PATHS, QEMU, 'tcg'))
 
 
 def test_option_values_escape_commas():

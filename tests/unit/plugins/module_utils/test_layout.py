@@ -1,9 +1,11 @@
 import os
+import shutil
 import stat
+import tempfile
 
 import pytest
 
-from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError, ValidationError
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout, validate_name
 
 
@@ -17,7 +19,8 @@ def test_paths_follow_the_layout():
     assert paths.lock == '/run/hvops-kvm/lock/web-1.example_x.lock'
 
 
-@pytest.mark.parametrize('name', ['..', '.', '../x', 'a/../../b', '/abs', 'a\0b', 'é', ' x', 'x' * 64, None, 7])
+@pytest.mark.parametrize('name', ['..', '.', '../x', 'a/../../b', '/abs', 'a\0b', 'é', ' x', 'x' * 64, None, 7,
+                                  'web\n', 'web\nx'])
 def test_path_tricks_are_refused(name):
     with pytest.raises(ValidationError):
         validate_name(name)
@@ -25,11 +28,13 @@ def test_path_tricks_are_refused(name):
         HostLayout('/run/x').paths(name)
 
 
-def test_run_dir_must_be_absolute_and_comma_free():
+@pytest.mark.parametrize('run_dir', ['/run/a,b', '/run/a:b', '/run/a!!b', '/run/a"b', "/run/a'b", '/run/[a]',
+                                     '/run/a b', '/run/a\nb', '/run/a\tb', '/run/é', '/'])
+def test_run_dir_must_be_absolute_and_free_of_option_syntax(run_dir):
     with pytest.raises(ValidationError, match='absolute'):
         HostLayout('run')
-    with pytest.raises(ValidationError, match='comma'):
-        HostLayout('/run/a,b')
+    with pytest.raises(ValidationError, match='run_dir'):
+        HostLayout(run_dir)
 
 
 def test_socket_paths_longer_than_sun_path_are_refused():
@@ -37,16 +42,102 @@ def test_socket_paths_longer_than_sun_path_are_refused():
         HostLayout('/' + 'd' * 60).paths('n' * 50)
 
 
-def test_ensure_creates_private_dirs_and_tightens_modes(tmp_path):
+def test_ensure_creates_private_dirs_and_never_changes_an_existing_mode(tmp_path):
+    fresh = HostLayout(str(tmp_path / 'fresh' / 'run'))
+    fresh.ensure()
+    assert stat.S_IMODE(os.stat(fresh.run_dir).st_mode) == 0o711, 'others may pass through, not look'
+    for sub in ('pid', 'ctrl', 'conf', 'lock'):
+        assert stat.S_IMODE(os.stat(os.path.join(fresh.run_dir, sub)).st_mode) == 0o700, sub
     run_dir = tmp_path / 'run'
-    run_dir.mkdir(mode=0o755)
+    run_dir.mkdir()
     os.chmod(str(run_dir), 0o755)
     layout = HostLayout(str(run_dir))
     layout.ensure()
-    for sub in ('', 'pid', 'ctrl', 'conf', 'lock', 'ifup'):
-        mode = stat.S_IMODE(os.stat(str(run_dir / sub)).st_mode)
-        assert mode == 0o700, sub
     layout.ensure()
+    assert stat.S_IMODE(os.stat(str(run_dir)).st_mode) == 0o755, 'an existing directory keeps its mode'
+
+
+@pytest.mark.parametrize('mode', [0o1777, 0o777, 0o770, 0o722])
+def test_a_run_dir_others_may_write_is_refused_and_left_alone(tmp_path, mode):
+    run_dir = tmp_path / 'shared'
+    run_dir.mkdir()
+    os.chmod(str(run_dir), mode)
+    with pytest.raises(StateError, match='writable by its group or by others'):
+        HostLayout(str(run_dir)).ensure()
+    assert stat.S_IMODE(os.stat(str(run_dir)).st_mode) == mode
+    assert os.listdir(str(run_dir)) == []
+
+
+def test_a_symlinked_run_dir_is_refused(tmp_path):
+    real = tmp_path / 'real'
+    real.mkdir(mode=0o700)
+    link = tmp_path / 'link'
+    link.symlink_to(real)
+    with pytest.raises(StateError, match='symbolic link'):
+        HostLayout(str(link)).ensure()
+    assert os.listdir(str(real)) == []
+
+
+def test_a_symlinked_subdir_is_refused(tmp_path):
+    layout = HostLayout(str(tmp_path / 'run'))
+    layout.ensure()
+    os.rmdir(layout.subdir('conf'))
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir(mode=0o700)
+    os.symlink(str(elsewhere), layout.subdir('conf'))
+    with pytest.raises(StateError, match='symbolic link'):
+        layout.verify()
+
+
+def test_a_run_dir_owned_by_another_user_is_refused(tmp_path):
+    run_dir = tmp_path / 'theirs'
+    run_dir.mkdir(mode=0o700)
+    os.chown(str(run_dir), 65534, 65534)
+    with pytest.raises(StateError, match='owned by uid 65534'):
+        HostLayout(str(run_dir)).ensure()
+    assert os.listdir(str(run_dir)) == []
+
+
+def test_a_run_dir_under_a_parent_others_may_write_is_refused(tmp_path):
+    parent = tmp_path / 'open'
+    parent.mkdir()
+    os.chmod(str(parent), 0o777)
+    with pytest.raises(StateError, match='not sticky'):
+        HostLayout(str(parent / 'run')).ensure()
+    assert os.listdir(str(parent)) == []
+    os.chmod(str(parent), 0o1777)
+    HostLayout(str(parent / 'run')).ensure()
+
+
+def test_run_dir_tmp_itself_is_refused_and_keeps_its_sticky_bit():
+    before = os.stat('/tmp').st_mode
+    with pytest.raises(StateError):
+        HostLayout('/tmp').ensure()
+    assert os.stat('/tmp').st_mode == before
+    assert not os.path.exists('/tmp/conf')
+
+
+def test_pid_dir_belongs_to_the_qemu_user_who_must_reach_it(tmp_path):
+    from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import QemuUser
+    nobody = QemuUser('nobody', 65534, 65534, [65534])
+    # tmp_path lies under pytest's 0700 directory, which nobody cannot reach.
+    base = tempfile.mkdtemp(prefix='hk-unit-', dir='/tmp')
+    try:
+        os.chmod(base, 0o711)
+        layout = HostLayout(os.path.join(base, 'run'))
+        layout.ensure(nobody)
+        assert os.stat(layout.subdir('pid')).st_uid == 65534
+        assert os.stat(layout.subdir('conf')).st_uid == os.geteuid()
+        layout.verify(nobody)
+        layout.ensure(nobody)
+        with pytest.raises(StateError, match='owned by uid 65534'):
+            layout.verify()
+    finally:
+        shutil.rmtree(base)
+    closed = tmp_path / 'closed'
+    closed.mkdir(mode=0o700)
+    with pytest.raises(StateError, match='cannot reach'):
+        HostLayout(str(closed / 'run')).ensure(nobody)
 
 
 def test_defined_names_reads_conf(tmp_path):

@@ -257,7 +257,9 @@ def test_run_dir_problems(tmp_path):
     layout.ensure()
     assert _nodeinfo.run_dir_problems(layout) == []
     os.chmod(layout.run_dir, 0o755)
-    assert ['mode 0755' in p for p in _nodeinfo.run_dir_problems(layout)] == [True]
+    assert _nodeinfo.run_dir_problems(layout) == [], 'readable by others, writable by its owner only'
+    os.chmod(layout.run_dir, 0o775)
+    assert ['mode 0775' in p for p in _nodeinfo.run_dir_problems(layout)] == [True]
 
 
 def test_instance_names_come_from_definitions_runtimes_and_pidfiles(tmp_path):

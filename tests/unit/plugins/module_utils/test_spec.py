@@ -111,3 +111,47 @@ def test_shared_disks_only_clash_when_someone_writes():
     c = normalize_spec('db', {'disks': [{'path': '/srv/a.img', 'readonly': True}]})
     assert shared_disks(a, b) == []
     assert shared_disks(a, c) == ['/srv/a.img']
+
+
+# -- hostile input: wrong types, option syntax, trailing newlines (issue 10) -----------------
+@pytest.mark.parametrize('params, words', [
+    ({'disks': 5}, 'disks must be a list'),
+    ({'disks': ['/a.img']}, 'disks must be a list of dictionaries'),
+    ({'nics': {'type': 'user'}}, 'nics must be a list'),
+    ({'nics': [{'mac': 5}]}, 'MAC'),
+    ({'nics': [{'type': 'bridge', 'bridge': 5}]}, 'bridge name'),
+    ({'nics': [{'type': 'bridge', 'bridge': 'br0\n'}]}, 'bridge name'),
+    ({'nics': [{'mac': '52:54:00:12:34:56\nx'}]}, 'MAC'),
+    ({'disks': [{'path': '/a.img', 'readonly': 'yes'}]}, 'readonly'),
+    ({'acpi': 'no'}, 'acpi'),
+    ({'memory': '512'}, 'memory'),
+    ({'memory': 1000000000000}, 'memory'),
+    ({'vcpus': 100000}, 'vcpus'),
+    ({'machine': 'pc,accel=kvm'}, 'machine'),
+    ({'machine': 'pc\n'}, 'machine'),
+    ({'cpu_model': 'qemu64\n-S'}, 'cpu_model'),
+    ({'root': 5, 'kernel': '/boot/vmlinuz'}, 'root'),
+    ({'kernel_args': ['a'], 'kernel': '/boot/vmlinuz', 'root': '/dev/vda'}, 'kernel_args'),
+    ({'vnc_bind_address': '::1%x,vnc=[0.0.0.0'}, 'scope id'),
+    ({'vnc_bind_address': 'fe80::1%eth0'}, 'scope id'),
+    ({'vnc_bind_address': 5}, 'VNC bind address'),
+    ({'extra_args': ['-incoming', 'exec:touch /tmp/x']}, 'extra_args'),
+    ({'extra_args': ['-qmp', 'tcp:0.0.0.0:4444,server=on']}, 'extra_args'),
+    ({'extra_args': 'x'}, 'extra_args'),
+    ({'qemu_binary': '/bin/sh'}, 'qemu_binary'),
+    ({'qemu_binary': '/usr/bin/qemu-system-'}, 'qemu_binary'),
+    ({'qemu_binary': 5}, 'qemu_binary'),
+])
+def test_hostile_values_are_refused_with_a_clear_message(params, words):
+    with pytest.raises(ValidationError) as err:
+        spec(**params)
+    assert words in str(err.value)
+
+
+def test_qemu_binaries_the_identity_check_knows_are_taken():
+    for binary in ('/usr/bin/qemu-system-x86_64', 'qemu-system-aarch64', '/usr/bin/kvm', 'qemu-kvm'):
+        assert spec(qemu_binary=binary)['qemu_binary'] == binary
+
+
+def test_a_cpu_model_with_feature_flags_is_taken():
+    assert spec(cpu_model='qemu64,+ssse3,-svm')['cpu_model'] == 'qemu64,+ssse3,-svm'
