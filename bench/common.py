@@ -405,7 +405,21 @@ def short_tempdir(label):
     """A new directory under /tmp with a short name (unix socket paths must
     stay under 108 bytes); the caller removes it."""
     import tempfile
-    return tempfile.mkdtemp(prefix='hkb-%s-' % label, dir='/tmp')
+    path = tempfile.mkdtemp(prefix='hkb-%s-' % label, dir='/tmp')
+    os.chmod(path, 0o711)    # the QEMU user reaches its pidfiles and disks below
+    return path
+
+
+QEMU_USER = 'hvops-qemu'
+
+
+def give_to_qemu(path):
+    """A disk image the QEMU user may open read-write (it runs as run_as)."""
+    import pwd
+    entry = pwd.getpwnam(QEMU_USER)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chmod(path, 0o600)
+    return path
 
 
 def test_guest_copy(directory, variant='normal', dirty_mib=64):
@@ -414,6 +428,7 @@ def test_guest_copy(directory, variant='normal', dirty_mib=64):
     path = os.path.join(directory, 'guest-%s.img' % variant)
     if not os.path.exists(path):
         shutil.copyfile(build_image(variant, dirty_mib=dirty_mib), path)
+        give_to_qemu(path)
     return path
 
 
@@ -432,6 +447,7 @@ class TinyGuests:
         self.instances = []
 
     def grow_to(self, count):
+        from ansible_collections.hvops.kvm.plugins.module_utils import _qemu_user
         from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
         from ansible_collections.hvops.kvm.plugins.module_utils._runtime import save_definition
         from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec
@@ -439,9 +455,9 @@ class TinyGuests:
             name = 'g%02d' % len(self.instances)
             spec = normalize_spec(name, {'memory': 16, 'accel': 'tcg', 'machine': self.machine,
                                          'serial_console': False})
-            instance = Instance(self.layout, name, run)
+            instance = Instance(self.layout, name, run, qemu_user=_qemu_user.resolve(QEMU_USER))
             argv, _scripts = instance.prepare_argv(spec, self.info['path'], 'tcg', paused=True)
-            self.layout.ensure()
+            self.layout.ensure(instance.qemu_user)
             save_definition(instance.paths, spec)
             instance.start(argv, spec, 'tcg', qemu_version=self.info['version'], paused=True)
             self.instances.append(instance)

@@ -27,7 +27,10 @@ the same rounds (the order changing from round to round), as ratios:
 
 Random RAM: the source QEMU gets ``-object memory-backend-file,...,
 mem-path=/dev/shm/FILE,share=off,prealloc=on -machine memory-backend=ram0``
-(through the spec's ``extra_args``) over a file filled once from os.urandom;
+over a file filled once from os.urandom. The spec's ``extra_args`` say
+``memory-backend-ram`` (extra_args may name no host file, so the library
+refuses the file backend); only while the source starts does the benchmark
+swap the file backend into the argv the library builds (``ram_from_file``);
 ``prealloc`` copies the file into the guest's private, anonymous memory at
 start, so the guest's RAM is ordinary populated memory whose every page is
 non-zero and incompressible (QEMU sends all of it; zero pages would cost
@@ -41,6 +44,7 @@ is compared; one case leaves it in, to show what it costs here.
 """
 
 import collections
+import contextlib
 import os
 import re
 import shutil
@@ -54,7 +58,7 @@ if __package__ in (None, ''):  # run as a file: python bench/migration.py
 from bench import common  # noqa: E402
 from bench.common import BarChart, Samples, Settler, Table, fmt, fmt_ratio, fmt_summary  # noqa: E402
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _migration  # noqa: E402
+from ansible_collections.hvops.kvm.plugins.module_utils import _instance, _migration  # noqa: E402
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance  # noqa: E402
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout  # noqa: E402
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (  # noqa: E402
@@ -79,6 +83,24 @@ QEMU_DEFAULT_BANDWIDTH = 128 * MIB
 PHASES = ('prepare', 'accept', 'migrate', 'finalize', 'confirm')
 
 
+@contextlib.contextmanager
+def ram_from_file(path):
+    """While it lasts, the library's argv reads guest RAM backend ram0 from
+    path (a benchmark's shortcut to incompressible guest RAM: the spec keeps
+    memory-backend-ram, which is what a target gets)."""
+    original = _instance.build_argv
+    pattern = re.compile(r'memory-backend-ram,id=ram0,size=(\d+M)')
+
+    def build(*args, **kwargs):
+        return [pattern.sub(r'memory-backend-file,id=ram0,size=\1,mem-path=%s,share=off,prealloc=on' % path, word)
+                for word in original(*args, **kwargs)]
+    _instance.build_argv = build
+    try:
+        yield
+    finally:
+        _instance.build_argv = original
+
+
 # -- two hosts on this machine ---------------------------------------------------
 class Lab:
     """Hosts a and b: two run_dirs under one short /tmp path, one shared disk
@@ -88,6 +110,7 @@ class Lab:
     def __init__(self):
         from build import build_image  # tests/guest/build.py
         self.base = tempfile.mkdtemp(prefix='hkb-mig-', dir='/tmp')
+        os.chmod(self.base, 0o711)    # the QEMU user reaches its pidfiles and the disk
         self.run_dirs = {'a': os.path.join(self.base, 'a'), 'b': os.path.join(self.base, 'b')}
         self.images = {}
         self.build_image = build_image
@@ -108,6 +131,7 @@ class Lab:
         if key not in self.images:
             path = os.path.join(self.base, 'disk-%s%s.img' % (variant, dirty_mib if variant == 'dirty' else ''))
             shutil.copyfile(self.build_image(variant, dirty_mib=dirty_mib), path)
+            common.give_to_qemu(path)
             self.images[key] = path
         return self.images[key]
 
@@ -133,14 +157,17 @@ class Lab:
         by default."""
         extra = []
         if random:
-            extra = ['-object', 'memory-backend-file,id=ram0,size=%dM,mem-path=%s,share=off,prealloc=on'
-                     % (memory, self.random_ram(memory)), '-machine', 'memory-backend=ram0']
+            extra = ['-object', 'memory-backend-ram,id=ram0,size=%dM' % memory, '-machine', 'memory-backend=ram0']
         params = {'name': GUEST, 'run_dir': self.run_dirs[host], 'state': 'started', 'memory': memory,
                   'accel': 'tcg', 'machine': 'pc', 'serial_console': True, 'extra_args': extra,
                   'disks': [{'path': self.disk(variant, dirty_mib), 'interface': 'ide'}],
                   'monitor_timeout': 10.0, 'lock_timeout': 60, 'stop_mode': 'kill', 'force': True,
                   'shutdown_timeout': 5}
-        result, _diff = run_task(params, common.run)
+        if random:
+            with ram_from_file(self.random_ram(memory)):
+                result, _diff = run_task(params, common.run)
+        else:
+            result, _diff = run_task(params, common.run)
         assert result['state'] == 'running', result
         return result
 
@@ -150,15 +177,14 @@ class Lab:
 
     def accept(self, target, prepared, prealloc=True, **args):
         """accept on target with the source's runtime; a target of a guest with
-        a memory-backend-file gets an anonymous memory-backend-ram of that id,
-        preallocated unless told otherwise (see main's docstring)."""
+        random RAM gets its memory-backend-ram preallocated unless told
+        otherwise (see main's docstring)."""
         runtime = dict(prepared['runtime'])
         spec = dict(runtime['spec'])
         extra = list(spec.get('extra_args') or [])
         for index, word in enumerate(extra):
-            if word.startswith('memory-backend-file,'):
-                size = re.search(r'size=([^,]+)', word).group(1)
-                extra[index] = 'memory-backend-ram,id=ram0,size=%s%s' % (size, ',prealloc=on' if prealloc else '')
+            if word.startswith('memory-backend-ram,') and prealloc:
+                extra[index] = word + ',prealloc=on'
         spec['extra_args'] = extra
         runtime['spec'] = spec
         return self.phase(target, 'accept', runtime=runtime, definition=prepared['definition'], **args)
