@@ -35,7 +35,7 @@ options:
         system calls, spawning processes and resource control; as root also
         privilege changes.
       - The user must be able to open the guest's disks read-write by path (QEMU
-        opens them again during a migration): own them, or have them through its
+        opens them again during a migration), as their owner or through its
         group with mode C(0660).
       - C(root) runs QEMU as root, which is reported by M(hvops.kvm.kvm_node_facts)
         as a problem of the node. Only for setups that cannot work otherwise.

@@ -37,7 +37,7 @@ import contextlib
 import os
 import time
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _qemu, _qemu_user
+from ansible_collections.hvops.kvm.plugins.module_utils import _migration_tls, _qemu, _qemu_user
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MigrationError, MonitorError, MonitorTimeout, StateError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
@@ -159,10 +159,30 @@ class Migration:
                                      % (RESUME_WAIT, run_state), instance=self.name)
             time.sleep(0.02)
 
-    def settings(self, qmp):
-        """(capabilities, parameters) for this QEMU, checked against what it supports."""
+    def settings(self, qmp, tls_parameters):
+        """(capabilities, parameters) for this QEMU, checked against what it
+        supports; ``tls_parameters`` from _migration_tls.parameters."""
         available = [c['capability'] for c in qmp.execute('query-migrate-capabilities')]
-        return capabilities(self.params, available), parameters(self.params)
+        return capabilities(self.params, available), dict(parameters(self.params), **tls_parameters)
+
+    def tls_plan(self, endpoint, hostname=None):
+        """(objects to load, TLS parameters) for this phase; with tls off no
+        objects and parameters that turn TLS off. Credentials are checked here,
+        before anything is started."""
+        if not self.params['tls']:
+            return [], _migration_tls.parameters()
+        tls_dir = self.params['tls_dir']
+        user = self.instance.qemu_user or _qemu_user.lookup(self.params['run_as'])
+        problems = _migration_tls.credential_problems(tls_dir, endpoint, user)
+        if problems:
+            raise ValidationError('TLS is asked for, and QEMU cannot use the credentials in %s: %s'
+                                  % (tls_dir, '; '.join(problems)), instance=self.name)
+        if endpoint == 'server':
+            peer = _migration_tls.check_peer(self.params['tls_peer'])
+            return (_migration_tls.objects('server', tls_dir, peer),
+                    _migration_tls.parameters('server', peer=peer))
+        hostname = _migration_tls.check_hostname(self.params['tls_hostname'] or hostname)
+        return _migration_tls.objects('client', tls_dir), _migration_tls.parameters('client', hostname=hostname)
 
     @staticmethod
     def apply_settings(qmp, caps, params):
@@ -240,6 +260,7 @@ class Migration:
             check_vnc_password(self.params['vnc_password'])
         req = requirements_of(runtime)
         self.instance.qemu_user = _qemu_user.resolve(self.params['run_as'])
+        tls_objects, tls_params = self.tls_plan('server')
         # The target's own QEMU, whatever binary the source runs.
         qemu = _qemu.query_binary(self.run, _qemu.find_qemu(spec['qemu_binary']))
         facts = self._target_facts(spec, req, qemu)
@@ -258,7 +279,8 @@ class Migration:
             self.warnings.append('the stored definition of %s here is replaced when the migration is'
                                  ' finalized' % self.name)
         result = {
-            'changed': True, 'actions': ['start_incoming', 'listen'],
+            'changed': True, 'actions': ['start_incoming'] + (['load_tls_credentials'] if tls_objects else []) +
+            ['listen'], 'tls': bool(tls_objects), 'tls_peer': self.params['tls_peer'] if tls_objects else None,
             'address': address, 'port': None, 'uri': None, 'busy_ports': [], 'pid': None,
             'qemu_version': _qemu.version_string(qemu['version']),
             'memory': {'available_mb': facts['available_mb'],
@@ -272,7 +294,8 @@ class Migration:
             try:
                 pid = self._start_incoming(runtime, spec, definition, qemu)
                 with self.instance.monitor() as qmp:
-                    caps, params = self.settings(qmp)
+                    _migration_tls.load(qmp, tls_objects)
+                    caps, params = self.settings(qmp, tls_params)
                     self.apply_settings(qmp, caps, params)
                     port, busy = self._listen(qmp, address, low, high)
             except BaseException:
@@ -383,14 +406,15 @@ class Migration:
     # -- migrate (source) --------------------------------------------------
     def migrate(self):
         uri = self.params['uri']
-        parse_uri(uri)
+        host, _port = parse_uri(uri)
+        tls = self.tls_plan('client', hostname=host)
         with self.locked():
             if self.instance.pid() is None:
                 raise StateError('does not run on this host', instance=self.name)
             with self.instance.monitor() as qmp:
-                return self._migrate(qmp, uri)
+                return self._migrate(qmp, uri, tls)
 
-    def _migrate(self, qmp, uri):
+    def _migrate(self, qmp, uri, tls):
         run_state = qmp.execute('query-status')['status']
         status = (qmp.execute('query-migrate') or {}).get('status')
         if run_state not in ('running', 'paused'):
@@ -400,16 +424,19 @@ class Migration:
                                 else ''), instance=self.name)
         if status in OUTGOING_MIGRATION:
             raise StateError('a migration is already under way (status %s)' % status, instance=self.name)
-        caps, params = self.settings(qmp)
+        tls_objects, tls_params = tls
+        caps, params = self.settings(qmp, tls_params)
         pause = not self.params['live'] and run_state == 'running'
         result = {
-            'changed': True, 'uri': uri, 'status': None, 'stats': None,
-            'actions': (['pause'] if pause else []) + ['set_capabilities', 'set_parameters', 'migrate'],
+            'changed': True, 'uri': uri, 'status': None, 'stats': None, 'tls': bool(tls_objects),
+            'actions': (['pause'] if pause else []) + (['load_tls_credentials'] if tls_objects else []) +
+            ['set_capabilities', 'set_parameters', 'migrate'],
             'capabilities': dict((c['capability'], c['state']) for c in caps),
             'parameters': params,
         }
         if self.check_mode:
             return result
+        _migration_tls.load(qmp, tls_objects)
         self.apply_settings(qmp, caps, params)
         if pause:
             qmp.execute('stop')

@@ -8,6 +8,7 @@ import re
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _values
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_tls import DEFAULT_TLS_DIR
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS
 
 MIB = 1024 * 1024
@@ -29,6 +30,10 @@ DEFAULTS = {
     'migration_address': '127.0.0.1',
     'migration_ports': '49152-49215',
     'allow_any_address': False,
+    'tls': False,
+    'tls_dir': DEFAULT_TLS_DIR,
+    'tls_peer': None,
+    'tls_hostname': None,
     'qemu_binary': None,
     'memory_margin_mb': 128,
     'uri': None,
@@ -118,6 +123,8 @@ def check_options(params):
     whole('stall_timeout', 1)
     whole('memory_margin_mb', 0)
     whole('lock_timeout', 0, _values.MAX_SECONDS)
+    if params['tls']:
+        _values.safe_path(params['tls_dir'], 'tls_dir')
     whole('throttle_initial', 1, 99)
     whole('throttle_increment', 1, 99)
 

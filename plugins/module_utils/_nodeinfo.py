@@ -21,7 +21,6 @@ so a play can show or assert them.
 
 import os
 import re
-import stat
 
 from concurrent.futures import ThreadPoolExecutor
 

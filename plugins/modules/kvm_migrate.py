@@ -105,6 +105,38 @@ options:
         migration network for a real two-node migration.
     type: str
     default: 127.0.0.1
+  tls:
+    description:
+      - C(accept) and C(migrate). Send the guest over TLS with mutual x509 certificates
+        (QEMU's C(tls-creds-x509)). Both phases must agree. The M(hvops.kvm.kvm_host)
+        role makes each node's credentials; the C(hvops.kvm.migrate) role turns this
+        on by default.
+      - On the target, QEMU verifies the source's certificate against the CA and lets
+        in only O(tls_peer); a client that connects first with no certificate, one
+        of another CA or another node's fails and the target goes on listening.
+    type: bool
+    default: false
+  tls_dir:
+    description:
+      - C(accept) and C(migrate) with O(tls). The node's directory of credentials:
+        C(ca-cert.pem), C(server-cert.pem), C(server-key.pem), C(client-cert.pem),
+        C(client-key.pem). The QEMU user (O(run_as)) must be able to read them (QEMU
+        loads them after it dropped root), and nobody else the keys.
+    type: path
+    default: /etc/hvops-kvm/tls
+  tls_peer:
+    description:
+      - C(accept) with O(tls), required there. The distinguished name of the source
+        node's certificate, as QEMU prints it (for certificates of the
+        M(hvops.kvm.kvm_host) role C(CN=) and the source's inventory name); no other
+        client is let in.
+    type: str
+  tls_hostname:
+    description:
+      - C(migrate) with O(tls). The name the target's certificate must carry; by
+        default the host of O(uri) (the target's certificates carry its migration
+        address).
+    type: str
   allow_any_address:
     description:
       - C(accept) only. Allow O(migration_address) to be C(0.0.0.0) or C(::), which
@@ -403,6 +435,15 @@ qemu_version:
   description: The target's QEMU version.
   returned: accept
   type: str
+tls:
+  description: Whether the guest is (to be) sent over TLS.
+  returned: accept, migrate
+  type: bool
+tls_peer:
+  description: The one client certificate DN the target lets in, or null without TLS.
+  returned: accept
+  type: str
+  sample: CN=kvm1
 memory:
   description: C(available_mb) on the target and C(required_mb) (guest plus margin).
   returned: accept
@@ -532,6 +573,10 @@ def main():
         migration_address=dict(type='str', default=DEFAULTS['migration_address']),
         migration_ports=dict(type='str', default=DEFAULTS['migration_ports']),
         allow_any_address=dict(type='bool', default=DEFAULTS['allow_any_address']),
+        tls=dict(type='bool', default=DEFAULTS['tls']),
+        tls_dir=dict(type='path', default=DEFAULTS['tls_dir']),
+        tls_peer=dict(type='str'),
+        tls_hostname=dict(type='str'),
         qemu_binary=dict(type='str'),
         memory_margin_mb=dict(type='int', default=DEFAULTS['memory_margin_mb']),
         uri=dict(type='str'),
