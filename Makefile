@@ -36,8 +36,9 @@ build: setup
 # run_dirs on this machine, over loopback), showing its tick counter going on
 # and the statistics, then stop it.
 demo: setup
-	HVOPS_DEMO_IMAGE=$$($(VENV)/python tests/guest/build.py normal --out build/demo) \
-	ANSIBLE_DISPLAY_SKIPPED_HOSTS=false \
+	img=$$($(VENV)/python tests/guest/build.py normal --out build/demo) && \
+	chown hvops-qemu:hvops-qemu "$$img" && chmod 0600 "$$img" && \
+	HVOPS_DEMO_IMAGE=$$img ANSIBLE_DISPLAY_SKIPPED_HOSTS=false \
 	    $(VENV)/ansible-playbook -i playbooks/inventory/local.yml playbooks/demo.yml
 
 # Benchmarks (bench/): tables and charts in bench/results/. One or some, and

@@ -1,4 +1,5 @@
 """Simulated KVM nodes for tests: each its own run_dir, reached with a local connection."""
+import atexit
 import os
 import shutil
 
@@ -51,11 +52,30 @@ class LocalNode:
         return found
 
 
+_PKI = {}
+
+
+def tls_dir(host):
+    """TLS credentials of a simulated node named host (CN=host, IP 127.0.0.1),
+    as the kvm_host role lays them out, from one CA for the whole test run."""
+    if 'pki' not in _PKI:
+        from tls_pki import Pki  # pylint: disable=import-outside-toplevel
+        _PKI['pki'] = Pki()
+        _PKI['ca'] = _PKI['pki'].authority('hvops-test-nodes')
+        atexit.register(_PKI['pki'].destroy)
+    if host not in _PKI:
+        _PKI[host] = _PKI['pki'].node(_PKI['ca'], host)
+    return _PKI[host]
+
+
 class LocalNodes:
     """Several simulated nodes by inventory host name."""
 
     def __init__(self, hosts):
         self.nodes = dict((host, LocalNode()) for host in hosts)
+
+    def tls_dir(self, host):
+        return tls_dir(host)
 
     def run_dir(self, host):
         return self.nodes[host].run_dir

@@ -151,7 +151,7 @@ class Loopback(LocalNodes):
         self.ports = free_port_range()
         self.inventory = os.path.join(self.nodes['kvm1'].base, 'inventory.yml')
         hosts = {host: {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
-                        'kvm_run_dir': node.run_dir, 'kvm_migration_address': '127.0.0.1'}
+                        'kvm_run_dir': node.run_dir, 'kvm_migration_address': '127.0.0.1', 'kvm_tls_dir': self.tls_dir(host)}
                  for host, node in self.nodes.items()}
         with open(self.inventory, 'w') as handle:
             json.dump({'kvm_nodes': {'hosts': hosts}}, handle, indent=1)    # JSON is YAML
@@ -273,7 +273,8 @@ def test_check_mode_stops_after_the_prechecks_and_changes_nothing(loop, guest_im
     assert 'listening on 127.0.0.1 (ports %d-%d)' % loop.ports in result['message']
     # accept ran its checks in check mode, then the role stopped.
     accepted = task_result(checked, 'Check that the target can take the guest')
-    assert accepted['actions'] == ['start_incoming', 'listen'] and accepted['changed'] is True
+    assert accepted['actions'] == ['start_incoming', 'load_tls_credentials', 'listen'] and accepted['changed'] is True
+    assert accepted['tls'] is True
     for later in ('Accept the guest on the target', 'Migrate from the source', 'Finalize on the target',
                   'Confirm on the source'):
         assert all(res.get('skipped') for name, res in checked.tasks() if later in name), later
@@ -285,6 +286,25 @@ def test_check_mode_stops_after_the_prechecks_and_changes_nothing(loop, guest_im
     assert refused.rc != 0
     assert 'not enough memory' in task_result(refused, 'Check that the target can take the guest')['msg']
     assert loop.snapshots() == snapshots
+
+
+def test_without_tls_credentials_the_role_refuses_before_anything_moves(loop, guest_image, tmp_path):
+    """TLS is the role's default: a target without credentials fails the
+    migration at accept, the guest stays where it runs, and nothing is left on
+    the target; cleartext needs migrate_tls: false, said explicitly."""
+    started = loop.start_guest(guest_image('normal'))
+    # An extra variable outranks both nodes' kvm_tls_dir: neither has credentials.
+    failed = loop.migrate('kvm1', 'kvm2', kvm_tls_dir=str(tmp_path / 'none'))
+    assert failed.rc != 0, failed
+    message = task_result(failed, 'Fail with what happened and where the guest runs')['msg']
+    assert 'ca-cert.pem is missing' in message and 'kvm_host role makes the TLS credentials' in message, message
+    assert message.endswith('vm1 runs on kvm1 (pid %d).' % started['pid']), message
+    assert loop.pids('kvm1') == [started['pid']] and loop.pids('kvm2') == [] and loop.files('kvm2') == []
+    plain = loop.migrate('kvm1', 'kvm2', migrate_tls=False, kvm_tls_dir=str(tmp_path / 'none'))
+    assert plain.rc == 0, plain
+    result = migrate_result(plain)
+    assert result['moved'] is True and result['tls'] is False
+    assert result['message'].endswith('in cleartext'), result['message']
 
 
 def test_a_failed_migration_is_rolled_back_to_the_source(loop, guest_image):
@@ -488,10 +508,33 @@ def netns_of(pid):
     return netns_of_path('/proc/%d/ns/net' % pid)
 
 
+def lab_inventory_with_tls(lab, pki):
+    """The lab's inventory, its hosts with TLS credentials for their address
+    on the link (kvm_tls_dir), as the kvm_host role makes them."""
+    inventory = lab.inventory_data()
+    ca = pki.authority('hvops-lab-ca')
+    for name, variables in inventory['all']['children']['kvm_lab']['hosts'].items():
+        variables['kvm_tls_dir'] = pki.node(ca, name, address=lab.host(name).address)
+    path = os.path.join(pki.base, 'inventory.yml')
+    with open(path, 'w') as handle:
+        json.dump(inventory, handle, indent=1)    # JSON is YAML
+    return path
+
+
 @pytest.mark.lab
 def test_the_role_migrates_between_the_lab_hosts_over_their_link(lab, lab_guest):
+    """Over TLS (the role's default), both ways, as the QEMU user."""
+    from tls_pki import Pki  # pylint: disable=import-outside-toplevel
+    pki = Pki()
+    try:
+        check_the_role_over_the_lab(lab, lab_guest, lab_inventory_with_tls(lab, pki))
+    finally:
+        pki.destroy()
+
+
+def check_the_role_over_the_lab(lab, lab_guest, inventory):
     host_a, host_b = lab.host('kvm-a'), lab.host('kvm-b')
-    started = run_adhoc(lab.inventory, INSTANCE_MODULE, {
+    started = run_adhoc(inventory, INSTANCE_MODULE, {
         'name': NAME, 'run_dir': host_a.run_dir, 'memory': 32, 'accel': 'tcg', 'machine': 'pc',
         'state': 'started', 'disks': [{'path': lab_guest, 'interface': 'ide'}]}, host='kvm-a')
     assert started.rc == 0, started.result(host='kvm-a')
@@ -501,11 +544,16 @@ def test_the_role_migrates_between_the_lab_hosts_over_their_link(lab, lab_guest)
 
     for source, target in ((host_a, host_b), (host_b, host_a)):
         received = lab_rx_bytes(lab, target)
-        play = run_playbook(lab.inventory, MIGRATE_BOOK, extra_vars={
+        play = run_playbook(inventory, MIGRATE_BOOK, extra_vars={
             'instance': NAME, 'source': source.name, 'target': target.name})
-        assert play.rc == 0, play
+        assert play.rc == 0, '\n'.join('%s: %s' % (name, res.get('msg')) for name, res in play.tasks()
+                                        if res.get('failed'))
         result = migrate_result(play)
         assert result['moved'] is True and result['runs_on'] == target.name
+        assert result['tls'] is True, 'TLS is the role\'s default'
+        with open('/proc/%d/status' % result['pid']) as handle:
+            status = handle.read()
+        assert 'Seccomp:\t2' in status and '\nUid:\t0\t' not in status
         # QEMU listened on the target's address on the link, and the guest's
         # memory came over the veth (the target's end received at least as much).
         assert result['uri'].startswith('tcp:%s:' % target.address), result['uri']
