@@ -18,7 +18,7 @@ import pytest
 from ansible_run import run_adhoc
 from conftest import QEMU_USER, QmpClient, give_to_qemu, reachable_dir, require_binary
 from qemu_procs import pid_alive, qemu_processes_under, wait_until
-from test_kvm_migrate import Pair
+from test_kvm_migrate import Pair, free_port
 
 INSTANCE = 'hvops.kvm.kvm_instance'
 MIGRATE = 'hvops.kvm.kvm_migrate'
@@ -132,14 +132,6 @@ def source():
     yield made
     made.destroy()
     shutil.rmtree(made.marker_dir, ignore_errors=True)
-
-
-def free_port():
-    probe = socket.socket()
-    probe.bind(('127.0.0.1', 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def evil_script(directory, name, marker):
