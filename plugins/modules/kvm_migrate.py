@@ -118,7 +118,7 @@ options:
     default: false
   tls_dir:
     description:
-      - C(accept) and C(migrate) with O(tls). The node's directory of credentials:
+      - C(accept) and C(migrate) with O(tls). The node's directory of credentials,
         C(ca-cert.pem), C(server-cert.pem), C(server-key.pem), C(client-cert.pem),
         C(client-key.pem). The QEMU user (O(run_as)) must be able to read them (QEMU
         loads them after it dropped root), and nobody else the keys.

@@ -546,8 +546,8 @@ def check_the_role_over_the_lab(lab, lab_guest, inventory):
         received = lab_rx_bytes(lab, target)
         play = run_playbook(inventory, MIGRATE_BOOK, extra_vars={
             'instance': NAME, 'source': source.name, 'target': target.name})
-        assert play.rc == 0, '\n'.join('%s: %s' % (name, res.get('msg')) for name, res in play.tasks()
-                                        if res.get('failed'))
+        failures = ['%s: %s' % (name, res.get('msg')) for name, res in play.tasks() if res.get('failed')]
+        assert play.rc == 0, '\n'.join(failures)
         result = migrate_result(play)
         assert result['moved'] is True and result['runs_on'] == target.name
         assert result['tls'] is True, 'TLS is the role\'s default'

@@ -127,8 +127,8 @@ def tls_client(credentials):
 
 
 @pytest.mark.parametrize('kind', ['plain-tcp', 'other-ca', 'third-node'])
-def test_a_rogue_client_first_on_the_port_is_refused_and_the_real_migration_completes(pair, pki, guest_image,
-                                                                                   kind):
+def test_a_rogue_client_first_on_the_port_is_refused_and_the_real_migration_completes(
+        pair, pki, guest_image, kind):
     rogue = {'plain-tcp': plain_garbage,
              'other-ca': tls_client(pki.dirs['impostor']),
              'third-node': tls_client(pki.dirs['kvm3'])}[kind]
