@@ -250,6 +250,11 @@ def check_host_files(spec, qemu_user=None):
     for key in ('kernel', 'initrd'):
         if spec[key] and not os.path.isfile(spec[key]):
             raise ValidationError('%s %s does not exist' % (key, spec[key]), instance=name)
+        # QEMU reads it as root, and the guest can read it back (fw_cfg): only
+        # what its user could read itself may be handed to it.
+        if spec[key] and qemu_user is not None and not qemu_user.can_open(spec[key], write=False):
+            raise ValidationError('%s %s is not readable by the QEMU user %s (the guest could read it back)'
+                                  % (key, spec[key], qemu_user.name), instance=name)
     for index, disk in enumerate(spec['disks']):
         if not os.path.exists(disk['path']):
             raise ValidationError('disk %d (%s) does not exist; disk images are never created'

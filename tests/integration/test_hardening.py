@@ -161,6 +161,10 @@ def tamper(source, case):
         spec['nics'] = [{'type': 'user', 'mac': 5}]
     elif case == 'bad-bridge-type':
         spec['nics'] = [{'type': 'bridge', 'bridge': 5}]
+    elif case == 'kernel-shadow':
+        spec.update(kernel='/etc/shadow', root='/dev/vda')
+    elif case == 'disk-of-the-host':
+        spec['disks'] = [dict(spec['disks'][0], path='/etc/shadow')]
     elif case == 'bridge-newline':
         spec['nics'] = [{'type': 'bridge', 'bridge': 'br0\ntouch'}]
     runtime['spec'] = spec
@@ -176,6 +180,8 @@ def tamper(source, case):
     ('bad-mac-type', 'MAC'),
     ('bad-bridge-type', 'bridge name'),
     ('bridge-newline', 'bridge name'),
+    ('kernel-shadow', 'not readable by the QEMU user'),
+    ('disk-of-the-host', 'not readable and writable by the QEMU user'),
 ])
 def test_a_tampered_runtime_starts_nothing_and_runs_nothing(source, case, words, check):
     runtime, definition, marker, port = tamper(source, case)
