@@ -14,6 +14,7 @@ import fcntl
 import os
 import signal
 import struct
+import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ProcessError
 
@@ -21,6 +22,9 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import ProcessEr
 # off_t l_len, pid_t l_pid (and padding).
 FLOCK_FORMAT = 'hhqqi4x'
 QEMU_PROGRAM_NAMES = ('kvm', 'qemu-kvm')
+# How long a lock holder without a cmdline (exiting) is waited for.
+EXITING_WAIT = 5.0
+EXITING_POLL = 0.01
 
 
 def lock_holder(pidfile):
@@ -93,6 +97,15 @@ def find_pid(paths, name):
     if pid is None:
         return None
     argv = read_cmdline(pid)
+    deadline = time.monotonic() + EXITING_WAIT
+    while argv == [] and time.monotonic() < deadline:
+        # A process that is exiting has given back its memory (so no cmdline)
+        # before its files (so still the lock): wait for it to let go.
+        time.sleep(EXITING_POLL)
+        pid = lock_holder(paths.pidfile)
+        if pid is None:
+            return None
+        argv = read_cmdline(pid)
     if argv is None:
         # Exited between the two looks.
         return None

@@ -117,3 +117,23 @@ def test_process_state_and_start_time_of_self():
     assert _identity.process_state(os.getpid()) in ('R', 'S')
     assert _identity.start_time(os.getpid()) > 0
     assert _identity.read_cmdline(2 ** 22 + 12345) is None
+
+
+def test_an_exiting_lock_holder_without_cmdline_is_waited_for(monkeypatch, tmp_path):
+    """Between giving back its memory and its files an exiting QEMU still holds
+    the pidfile lock but has no cmdline: it is not a stranger, it is leaving."""
+    paths = HostLayout(str(tmp_path)).paths('web')
+    holders = iter([4242, 4242, 4242, None])
+    cmdlines = iter([[], [], []])
+    monkeypatch.setattr(_identity, 'lock_holder', lambda pidfile: next(holders))
+    monkeypatch.setattr(_identity, 'read_cmdline', lambda pid: next(cmdlines))
+    assert _identity.find_pid(paths, 'web') is None
+
+
+def test_a_lock_holder_that_never_shows_a_cmdline_is_refused(monkeypatch, tmp_path):
+    paths = HostLayout(str(tmp_path)).paths('web')
+    monkeypatch.setattr(_identity, 'EXITING_WAIT', 0.05)
+    monkeypatch.setattr(_identity, 'lock_holder', lambda pidfile: 4242)
+    monkeypatch.setattr(_identity, 'read_cmdline', lambda pid: [])
+    with pytest.raises(ProcessError, match='refusing to touch it'):
+        _identity.find_pid(paths, 'web')
