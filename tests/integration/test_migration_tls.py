@@ -8,6 +8,7 @@ the guest's tick counter goes on."""
 import os
 import socket
 import ssl
+import sys
 import time
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from conftest import QEMU_USER, require_binary
 from qemu_procs import assert_ticks_continue, ticks
 from test_kvm_migrate import Pair
+from test_migrate_role import lab, lab_guest  # noqa: F401 pylint: disable=unused-import
 from tls_pki import Pki
 
 ROGUE_WAIT = 5.0
@@ -165,3 +167,67 @@ def test_without_credentials_nothing_starts(pair, pki, guest_image, tmp_path):
     assert pair.pids('dst') == [] and pair.nodes['dst'].snapshot() == before
     pair.refused('src', {'phase': 'migrate', 'uri': 'tcp:127.0.0.1:49152', 'tls': True,
                          'tls_dir': str(tmp_path / 'none')}, 'client-cert.pem is missing')
+
+
+# -- over the two-host lab's link ------------------------------------------------------------------
+ROGUE_SCRIPT = r'''
+import os, socket, ssl, sys
+address, port, credentials = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+context.load_cert_chain(os.path.join(credentials, 'client-cert.pem'), os.path.join(credentials, 'client-key.pem'))
+with socket.create_connection((address, port), timeout=5) as raw:
+    try:
+        with context.wrap_socket(raw) as sock:
+            sock.sendall(b'QEVM\x00\x00\x00\x03' + os.urandom(4096))
+            print('sent', len(sock.recv(65536)))
+    except (ssl.SSLError, OSError) as err:
+        print('refused', err)
+'''
+
+
+@pytest.mark.lab
+def test_over_the_lab_link_a_third_node_first_on_the_port_is_refused(lab, lab_guest):
+    """In the lab, the rogue runs in the source's own namespace with the valid
+    certificate of a third node: the target refuses it, and the real source's
+    migration over the link then completes."""
+    from test_migrate_role import lab_inventory_with_tls  # pylint: disable=import-outside-toplevel
+    from ansible_run import run_adhoc  # pylint: disable=import-outside-toplevel
+    tls = Pki()
+    try:
+        inventory = lab_inventory_with_tls(lab, tls)
+        host_a, host_b = lab.host('kvm-a'), lab.host('kvm-b')
+        dirs = dict((host.name, os.path.join(tls.base, 'node-%s-ca-hvops-lab-ca' % host.name))
+                    for host in (host_a, host_b))
+        # The third node's certificate from the lab's own CA, so only tls_peer keeps it out.
+        third = tls.node((os.path.join(tls.base, 'ca-hvops-lab-ca', 'ca.pem'),
+                          os.path.join(tls.base, 'ca-hvops-lab-ca', 'ca.key')), 'kvm-c', address=host_a.address)
+
+        def module(host, args):
+            done = run_adhoc(inventory, 'hvops.kvm.kvm_migrate', dict(args, name='vm1', run_dir=host.run_dir),
+                             host=host.name)
+            assert done.rc == 0, done.result(host=host.name)
+            return done.result(host=host.name)
+        started = run_adhoc(inventory, 'hvops.kvm.kvm_instance', {
+            'name': 'vm1', 'run_dir': host_a.run_dir, 'memory': 32, 'accel': 'tcg', 'machine': 'pc',
+            'state': 'started', 'disks': [{'path': lab_guest, 'interface': 'ide'}]}, host='kvm-a')
+        assert started.rc == 0, started.result(host='kvm-a')
+        before = ticks(os.path.join(host_a.run_dir, 'ctrl', 'vm1.serial'))
+        prepared = module(host_a, {'phase': 'prepare'})
+        accepted = module(host_b, {'phase': 'accept', 'runtime': prepared['runtime'],
+                                   'definition': prepared['definition'], 'migration_address': host_b.address,
+                                   'tls': True, 'tls_dir': dirs['kvm-b'], 'tls_peer': 'CN=kvm-a'})
+        rogue = lab.run('kvm-a', [sys.executable, '-c', ROGUE_SCRIPT, host_b.address, str(accepted['port']),
+                                  third])
+        assert rogue.returncode == 0, rogue.stderr
+        migrated = module(host_a, {'phase': 'migrate', 'uri': accepted['uri'], 'tls': True,
+                                   'tls_dir': dirs['kvm-a']})
+        assert migrated['status'] == 'completed' and migrated['tls'] is True, migrated
+        module(host_b, {'phase': 'finalize', 'success': True})
+        module(host_a, {'phase': 'confirm', 'success': True})
+        assert_ticks_continue(before, os.path.join(host_b.run_dir, 'ctrl', 'vm1.serial'), within_s=120)
+        with open(os.path.join(host_b.run_dir, 'conf', 'vm1.log')) as handle:
+            assert 'CN=kvm-c is denied' in handle.read()
+    finally:
+        tls.destroy()
