@@ -410,16 +410,10 @@ def short_tempdir(label):
     return path
 
 
-QEMU_USER = 'hvops-qemu'
-
-
 def give_to_qemu(path):
-    """A disk image the QEMU user may open read-write (it runs as run_as)."""
-    import pwd
-    entry = pwd.getpwnam(QEMU_USER)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-    os.chmod(path, 0o600)
-    return path
+    """A disk image the QEMU user may open read-write (tests/integration/conftest.py)."""
+    from conftest import give_to_qemu as give  # tests/integration/conftest.py
+    return give(path)
 
 
 def test_guest_copy(directory, variant='normal', dirty_mib=64):
@@ -455,7 +449,7 @@ class TinyGuests:
             name = 'g%02d' % len(self.instances)
             spec = normalize_spec(name, {'memory': 16, 'accel': 'tcg', 'machine': self.machine,
                                          'serial_console': False})
-            instance = Instance(self.layout, name, run, qemu_user=_qemu_user.resolve(QEMU_USER))
+            instance = Instance(self.layout, name, run, qemu_user=_qemu_user.resolve(_qemu_user.DEFAULT_RUN_AS))
             argv, _scripts = instance.prepare_argv(spec, self.info['path'], 'tcg', paused=True)
             self.layout.ensure(instance.qemu_user)
             save_definition(instance.paths, spec)

@@ -9,6 +9,7 @@ import os
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import parse_meminfo
 
 MEMINFO = '/proc/meminfo'
 SYS_NET = '/sys/class/net'
@@ -22,12 +23,10 @@ def mem_total_mb(path=MEMINFO):
     """MemTotal of this host in MiB, or None when /proc/meminfo says nothing."""
     try:
         with open(path) as handle:
-            for line in handle:
-                if line.startswith('MemTotal:'):
-                    return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
+            total = parse_meminfo(handle.read()).get('MemTotal')
+    except OSError:
         return None
-    return None
+    return None if total is None else total // 1024
 
 
 def host_cpus():

@@ -172,7 +172,7 @@ class Migration:
         if not self.params['tls']:
             return [], _migration_tls.parameters()
         tls_dir = self.params['tls_dir']
-        user = self.instance.qemu_user or _qemu_user.lookup(self.params['run_as'])
+        user = self.instance.qemu_user or self.known_user
         problems = _migration_tls.credential_problems(tls_dir, endpoint, user)
         if problems:
             raise ValidationError('TLS is asked for, and QEMU cannot use the credentials in %s: %s'

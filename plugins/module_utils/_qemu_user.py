@@ -53,16 +53,11 @@ class QemuUser:
         and open it for reading, or reading and writing."""
         if self.is_root:
             return True
-        parent = os.path.dirname(os.path.realpath(path))
-        while True:
-            if not self._allows(os.stat(parent), 0o1):
-                return False
-            if parent == os.path.dirname(parent):
-                break
-            parent = os.path.dirname(parent)
-        return self._allows(os.stat(path), 0o6 if write else 0o4)
+        return self.can_search(os.path.dirname(os.path.realpath(path))) and \
+            self._allows(os.stat(path), 0o6 if write else 0o4)
 
     def can_search(self, path):
+        """Whether this user has search permission on path and every directory above it."""
         if self.is_root:
             return True
         current = os.path.realpath(path)

@@ -19,6 +19,8 @@ from test_kvm_migrate import Pair
 from test_migrate_role import lab, lab_guest  # noqa: F401 pylint: disable=unused-import
 from tls_pki import Pki
 
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
+
 ROGUE_WAIT = 5.0
 
 
@@ -59,7 +61,7 @@ def tls_migrate(pair, pki, source, target, rogue=None):
     assert accepted['actions'] == ['start_incoming', 'load_tls_credentials', 'listen']
     if rogue is not None:
         rogue(accepted['port'])
-        with pair_qmp(pair, target) as qmp:
+        with QmpSession(os.path.join(pair.run_dir(target), 'ctrl', 'vm1.qmp')) as qmp:
             assert qmp.execute('query-status')['status'] == 'inmigrate', 'the rogue got in'
     migrated = pair.ok(source, {'phase': 'migrate', 'uri': accepted['uri'], 'tls': True,
                                 'tls_dir': pki.dirs[source]})
@@ -69,20 +71,6 @@ def tls_migrate(pair, pki, source, target, rogue=None):
     finalized = pair.ok(target, {'phase': 'finalize', 'success': True})
     confirmed = pair.ok(source, {'phase': 'confirm', 'success': True})
     return accepted, migrated, finalized, confirmed
-
-
-class pair_qmp:  # pylint: disable=invalid-name
-    """The target's QMP through the library's own client."""
-
-    def __init__(self, pair, host):
-        from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
-        self.session = QmpSession(os.path.join(pair.run_dir(host), 'ctrl', 'vm1.qmp'))
-
-    def __enter__(self):
-        return self.session.open()
-
-    def __exit__(self, *exc):
-        self.session.close()
 
 
 def test_a_tls_migration_there_and_back_as_the_qemu_user(pair, pki, guest_image):
