@@ -151,11 +151,9 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.hvops.kvm.plugins.module_utils._states import DOWN, IDLE
+
 MOVABLE = 'running'
-# Instances that run nothing: there is nothing to move.
-IDLE_STATES = ('stopped', 'shutdown', 'crashed')
-# A copy of the guest in one of these states on a target makes it refuse the guest.
-NOT_PRESENT_STATES = ('stopped', 'crashed')
 STATE_REASONS = {
     'paused': 'is paused; only running guests are migrated (resume it, or stop it)',
     'incoming': 'is the target of an unfinished migration; run recover (playbooks/recover.yml) first',
@@ -243,7 +241,7 @@ class _Target:
         """Why this target cannot take the guest (empty: it can)."""
         problems = []
         copy = (self.facts.get('instances') or {}).get(name)
-        if copy is not None and copy.get('state') not in NOT_PRESENT_STATES:
+        if copy is not None and copy.get('state') not in DOWN:
             problems.append('an instance named %s is %s there' % (name, copy.get('state')))
         if need > self.left:
             problems.append('not enough memory (needs %d MiB, %d MiB left)' % (need, self.left))
@@ -300,7 +298,7 @@ def evacuation_plan(node, targets, requirements=None, errors=None, margin_mb=128
     for name in sorted(node['instances']):
         facts = _mapping(node['instances'][name], 'instances[%r]' % name)
         state = facts.get('state')
-        if state in IDLE_STATES:
+        if state in IDLE:
             left_alone.append({'instance': name, 'state': state})
         elif facts.get('busy'):
             stays.append(_stay(name, facts, 'another run is working on it (it holds the instance\'s lock)'))

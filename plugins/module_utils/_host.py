@@ -9,9 +9,8 @@ import os
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
-from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import parse_meminfo
+from ansible_collections.hvops.kvm.plugins.module_utils._proc import meminfo
 
-MEMINFO = '/proc/meminfo'
 SYS_NET = '/sys/class/net'
 
 
@@ -19,11 +18,10 @@ def bridge_exists(name):
     return os.path.isdir(os.path.join(SYS_NET, name, 'bridge'))
 
 
-def mem_total_mb(path=MEMINFO):
+def mem_total_mb():
     """MemTotal of this host in MiB, or None when /proc/meminfo says nothing."""
     try:
-        with open(path) as handle:
-            total = parse_meminfo(handle.read()).get('MemTotal')
+        total = meminfo().get('MemTotal')
     except OSError:
         return None
     return None if total is None else total // 1024

@@ -17,40 +17,19 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     KvmError, MonitorError, ProcessError, StateError)
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly
 from ansible_collections.hvops.kvm.plugins.module_utils._launch import launch
+from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
 from ansible_collections.hvops.kvm.plugins.module_utils._taps import create_taps, existing_taps, remove_taps, tap_name
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     load_runtime, make_runtime, save_runtime)
+from ansible_collections.hvops.kvm.plugins.module_utils._states import NEVER_RAN, RESUME_TO_POWER_OFF
 from ansible_collections.hvops.kvm.plugins.module_utils._values import seconds
 
-# query-status -> our state names
-RUN_STATES = {
-    'running': 'running',
-    'paused': 'paused',
-    'prelaunch': 'paused',
-    'suspended': 'paused',
-    'inmigrate': 'incoming',
-    'finish-migrate': 'migrating',
-    'postmigrate': 'migrated',
-    'shutdown': 'shutdown',
-    'internal-error': 'crashed',
-    'io-error': 'paused',
-    'guest-panicked': 'crashed',
-    'watchdog': 'paused',
-}
-# Paused states a graceful stop resumes from, and states where no guest code ran yet.
-RESUME_TO_POWER_OFF = ('paused', 'suspended', 'io-error', 'watchdog')
-NEVER_RAN = ('prelaunch', 'inmigrate')
 # Delays between presses of the ACPI power button while waiting for poweroff.
 POWERDOWN_BACKOFF = (1.0, 2.0, 4.0, 8.0)
 EXIT_POLL = 0.05
 QUIT_GRACE = 10.0
 MAX_MONITOR_TIMEOUT = 3600.0
-
-
-def is_incoming(runtime):
-    """Whether a runtime is that of a migration target (started with -incoming)."""
-    return bool(runtime) and '-incoming' in runtime.get('argv', [])
 
 
 class Instance:
@@ -90,20 +69,9 @@ class Instance:
         return 'crashed' if os.path.lexists(self.paths.pidfile) else 'stopped'
 
     def status(self):
-        """{state, pid, run_state}; state is one of running, paused, incoming,
-        migrating, migrated, shutdown, crashed (dead with files left), stopped."""
-        pid = self.pid()
-        if pid is None:
-            state = self.dead_state()
-            return {'state': state, 'pid': None, 'run_state': None}
-        with self.monitor() as qmp:
-            run_state = qmp.execute('query-status')['status']
-        state = RUN_STATES.get(run_state, run_state)
-        if state == 'paused' and is_incoming(self.runtime()):
-            # A migration target waiting to be finalized is not a paused guest:
-            # only kvm_migrate may resume it.
-            state = 'incoming'
-        return {'state': state, 'pid': pid, 'run_state': run_state}
+        """What the instance is here: the record of _observe.observe (a monitor
+        that does not answer raises MonitorError)."""
+        return observe(self, strict=True)
 
     def runtime(self):
         return load_runtime(self.paths, self.name)

@@ -41,29 +41,29 @@ from ansible_collections.hvops.kvm.plugins.module_utils import _migration_tls, _
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MigrationError, MonitorError, MonitorTimeout, StateError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
-from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance, is_incoming
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._host import bridge_exists
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
-from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import (
-    OUTGOING_MIGRATION, PROC, available_kib, flock_held, parse_locks, parse_meminfo, read_text)
+from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
+from ansible_collections.hvops.kvm.plugins.module_utils._proc import available_kib, flock_held, held_locks, meminfo
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (
     DEFAULTS, capabilities, check_options, listen_address, parameters, parse_port_range, parse_uri, tcp_uri)
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_stats import (
-    Progress, TERMINAL, ends_migration, extract_stats, stats_settled)
+    Progress, ends_migration, extract_stats, stats_settled)
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import (
     requirements_of, target_problems)
-from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import (
-    classify, decide)
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import decide
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     RUNTIME_FORMAT, load_definition, make_runtime, runtime_shape_ok, save_definition, save_runtime)
+from ansible_collections.hvops.kvm.plugins.module_utils._states import (
+    MIGRATION_ENDED, OUTGOING_MIGRATION, POSTCOPY, copy_kind, guest_state)
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
     SPEC_DEFAULTS, check_host_files, normalize_spec, qemu_binary, shared_disks)
 from ansible_collections.hvops.kvm.plugins.module_utils._values import vnc_password as check_vnc_password
 
 PHASES = ('prepare', 'accept', 'migrate', 'finalize', 'confirm', 'status', 'recover')
 ROLES = ('source', 'target')
-POSTCOPY_STATES = ('postcopy-active', 'postcopy-paused', 'postcopy-recover')
 BUSY_PORT = 'Address already in use'
 # Seconds between query-migrate samples while waiting on events (stall
 # detection and the fallback for a missed event).
@@ -120,31 +120,9 @@ class Migration:
             yield
 
     def observe(self, busy=False):
-        """(record, runtime) of the copy here; ``busy`` says another run holds
-        the lock, and then no monitor is opened (it may be held for minutes)."""
-        pid = self.instance.pid()
-        runtime = self.instance.runtime()
-        record = {
-            'present': pid is not None, 'pid': pid, 'state': None, 'run_state': None,
-            'migration_status': None, 'incoming': is_incoming(runtime), 'busy': busy,
-            'defined': os.path.exists(self.paths.definition), 'error': None,
-        }
-        if pid is None:
-            record['state'] = self.instance.dead_state()
-        elif busy:
-            record['state'] = 'unknown'
-        else:
-            try:
-                with self.instance.monitor() as qmp:
-                    run_state = qmp.execute('query-status')['status']
-                    migration = qmp.execute('query-migrate') or {}
-            except MonitorError as err:
-                record.update(state='unknown', error=err.msg)
-            else:
-                record.update(run_state=run_state, state=RUN_STATES.get(run_state, run_state),
-                              migration_status=migration.get('status'))
-        record['copy'] = classify(record)
-        return record, runtime
+        """(record, runtime) of the copy here (_observe.observe); ``busy`` says
+        another run holds the lock, and then no monitor is opened."""
+        return observe(self.instance, busy=busy), self.instance.runtime()
 
     def resume(self, qmp):
         """cont, then wait until QEMU says the guest runs."""
@@ -202,7 +180,7 @@ class Migration:
         predicted in check mode). An incoming copy becomes this host's instance
         first: its definition, and a runtime that restarts it normally."""
         actions = ['define', 'write_runtime'] if record['incoming'] else []
-        if record['copy'] != 'running':
+        if record['kind'] != 'running':
             actions.append('resume')
         if self.check_mode:
             return actions
@@ -367,7 +345,7 @@ class Migration:
                     file_problems.append('disk %s is used by instance %s here' % (clashes[0], other))
         bridges = set(b for b in req['bridges'] if bridge_exists(b))
         return {
-            'available_mb': available_kib(parse_meminfo(read_text(os.path.join(PROC, 'meminfo')))) // 1024,
+            'available_mb': available_kib(meminfo()) // 1024,
             'margin_mb': self.params['memory_margin_mb'],
             'qemu': qemu,
             'kvm': _qemu.kvm_usable() if req['accel'] == 'kvm' else (True, None),
@@ -419,7 +397,7 @@ class Migration:
         status = (qmp.execute('query-migrate') or {}).get('status')
         if run_state not in ('running', 'paused'):
             raise StateError('is %s (QEMU run state %s); only a running or paused guest is migrated%s'
-                             % (RUN_STATES.get(run_state, run_state), run_state,
+                             % (guest_state(run_state), run_state,
                                 '; after a completed migration run confirm' if run_state == 'postmigrate'
                                 else ''), instance=self.name)
         if status in OUTGOING_MIGRATION:
@@ -488,7 +466,7 @@ class Migration:
         while True:
             info = qmp.execute('query-migrate') or {}
             status = info.get('status')
-            if status in TERMINAL:
+            if status in MIGRATION_ENDED:
                 return status, self._find_event(qmp, status), time.time()
             self.last_sample = info
             ram = info.get('ram') or {}
@@ -514,12 +492,12 @@ class Migration:
 
     def _cancel(self, qmp):
         status = (qmp.execute('query-migrate') or {}).get('status')
-        if status in POSTCOPY_STATES:
+        if status in POSTCOPY:
             raise MigrationError('the migration is in postcopy (%s) and cannot be cancelled: the guest\'s'
                                  ' memory is split between the hosts; leave both QEMUs alone and see the'
                                  ' QEMU documentation on migrate-recover' % status, instance=self.name,
                                  status=status)
-        if status in TERMINAL:
+        if status in MIGRATION_ENDED:
             return status
         qmp.execute('migrate_cancel')
         try:
@@ -527,7 +505,7 @@ class Migration:
             return event['data']['status']
         except MonitorTimeout:
             status = (qmp.execute('query-migrate') or {}).get('status')
-            if status in TERMINAL:
+            if status in MIGRATION_ENDED:
                 return status
             raise MigrationError('migrate_cancel did not end the migration within %.0f s (status %s)'
                                  % (CANCEL_WAIT, status), instance=self.name, status=status)
@@ -586,7 +564,7 @@ class Migration:
             raise StateError('is %s here and not an incoming migration; refusing to finalize'
                              % record['state'], instance=self.name)
         # 'running': resumed by an earlier run cut off before it wrote the runtime
-        if record['copy'] not in ('incoming-complete', 'running'):
+        if record['kind'] not in ('incoming-complete', 'running'):
             raise MigrationError('the incoming migration is not complete here (QEMU run state %s,'
                                  ' migration status %s); finalize with success: false'
                                  % (record['run_state'], record['migration_status']),
@@ -595,10 +573,10 @@ class Migration:
         return {'changed': True, 'actions': actions, 'state': 'running', 'pid': record['pid']}
 
     def _finalize_failure(self, record, runtime):
-        if record['present'] and record['copy'] not in ('incoming-partial', 'incoming-complete'):
+        if record['present'] and record['kind'] not in ('incoming-partial', 'incoming-complete'):
             raise MigrationError('the copy here is %s (run state %s), not an unfinished incoming'
                                  ' migration: it is the guest; refusing to kill it'
-                                 % (record['copy'], record['run_state']), instance=self.name)
+                                 % (record['kind'], record['run_state']), instance=self.name)
         if not record['present'] and runtime is not None and not record['incoming']:
             raise MigrationError('the files here are those of a finalized instance, not of an incoming'
                                  ' migration; refusing to remove them', instance=self.name)
@@ -612,7 +590,7 @@ class Migration:
         success = self._success()
         with self.locked():
             record, _runtime = self.observe()
-            if record['copy'] in ('busy', 'unknown'):
+            if record['kind'] in ('busy', 'unknown'):
                 raise MigrationError('cannot tell what the copy here is: %s' % record['error'],
                                      instance=self.name)
             if success:
@@ -656,8 +634,7 @@ class Migration:
 
     # -- status and recover (either) ----------------------------------------
     def status(self):
-        held = parse_locks(read_text(os.path.join(PROC, 'locks')))
-        record, _runtime = self.observe(busy=flock_held(self.paths.lock, held))
+        record, _runtime = self.observe(busy=flock_held(self.paths.lock, held_locks()))
         return record
 
     def recover(self):
@@ -673,15 +650,15 @@ class Migration:
             expected = self.params['local_status']
             # An unfinished target whose QEMU has since exited (the source's
             # recover cancelled its migration) is discarded all the same.
-            if expected is not None and classify(expected) != local['copy'] and \
-                    (classify(expected), local['copy']) != ('incoming-partial', 'absent'):
+            if expected is not None and copy_kind(expected) != local['kind'] and \
+                    (copy_kind(expected), local['kind']) != ('incoming-partial', 'absent'):
                 raise MigrationError('the copy here changed since status was taken (%s, now %s); take'
-                                     ' status on both hosts again' % (classify(expected), local['copy']),
+                                     ' status on both hosts again' % (copy_kind(expected), local['kind']),
                                      instance=self.name)
             pair = (local, peer) if role == 'source' else (peer, local)
             decision = decide(*pair)
             keep = decision['keep']
-            result = {'decision': keep, 'reason': decision['reason'], 'copy': local['copy']}
+            result = {'decision': keep, 'reason': decision['reason'], 'kind': local['kind']}
             if keep == role:
                 # A migration no phase watches any more (its migrate phase died)
                 # goes on in QEMU: end it, so that it can neither complete after

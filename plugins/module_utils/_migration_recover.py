@@ -6,28 +6,7 @@
 Both hosts reach the same answer from the same two status records. Pure."""
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import MigrationError
-
-
-def classify(record):
-    """What one copy of the guest is, from a status record: absent, running,
-    paused (a copy that is not an unfinished target), incoming-complete,
-    incoming-partial, busy (a phase runs there) or unknown."""
-    if not isinstance(record, dict):
-        return 'unknown'
-    if record.get('busy'):
-        return 'busy'
-    if not record.get('present'):
-        return 'absent'
-    run_state = record.get('run_state')
-    if not run_state:
-        return 'unknown'
-    if run_state == 'running':
-        return 'running'
-    if record.get('incoming'):
-        if run_state == 'paused' and record.get('migration_status') == 'completed':
-            return 'incoming-complete'
-        return 'incoming-partial'
-    return 'paused'
+from ansible_collections.hvops.kvm.plugins.module_utils._states import copy_kind
 
 
 def decide(source, target):
@@ -40,7 +19,7 @@ def decide(source, target):
     also saw complete; else the source, whose state is the newest as long as
     the target never ran.
     """
-    s, t = classify(source), classify(target)
+    s, t = copy_kind(source), copy_kind(target)
     for role, kind in (('source', s), ('target', t)):
         if kind in ('busy', 'unknown'):
             raise MigrationError('cannot decide: the %s copy is %s%s; take status again once no phase'

@@ -5,8 +5,8 @@
 names, and stall / timeout detection. Pure."""
 
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import MIB
+from ansible_collections.hvops.kvm.plugins.module_utils._states import MIGRATION_ENDED
 
-TERMINAL = ('completed', 'failed', 'cancelled')
 
 
 def extract_stats(info):
@@ -80,4 +80,4 @@ class Progress:
 
 def ends_migration(event):
     """Whether a MIGRATION event reports a final status."""
-    return (event.get('data') or {}).get('status') in TERMINAL
+    return (event.get('data') or {}).get('status') in MIGRATION_ENDED

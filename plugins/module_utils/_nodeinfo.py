@@ -27,23 +27,22 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.hvops.kvm.plugins.module_utils import _identity, _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     KvmError, MissingBinaryError, ProcessError, ValidationError)
-from ansible_collections.hvops.kvm.plugins.module_utils._instance import RUN_STATES, Instance, is_incoming
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import NAME_PATTERN, HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
+from ansible_collections.hvops.kvm.plugins.module_utils._proc import (
+    PROC, available_kib, flock_held, held_locks, meminfo, read_text, resident_kib, system_uptime)
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import find_socat
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS, lookup, user_of_uid
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
 
 SUBSETS = ('cpu', 'hypervisor', 'instances', 'memory')
-# query-migrate statuses of a source whose outgoing migration is under way.
-OUTGOING_MIGRATION = ('setup', 'active', 'pre-switchover', 'device', 'wait-unplug',
-                      'postcopy-active', 'postcopy-paused', 'postcopy-recover', 'cancelling')
 VIRT_FLAGS = ('svm', 'vmx')
 # At most this many QMP sessions at once (each is one socat process).
 MAX_PARALLEL_MONITORS = 8
 # Seconds to wait for the monitor of an instance another run works on (it may
 # hold the monitor for a whole migration); its state is then reported unknown.
 BUSY_MONITOR_WAIT = 2.0
-PROC = '/proc'
 
 
 # -- gather_subset ---------------------------------------------------------------
@@ -69,30 +68,8 @@ def resolve_subsets(requested):
     return sorted(include - exclude)
 
 
-# -- /proc/meminfo -----------------------------------------------------------------
-def parse_meminfo(text):
-    """{field: value} from /proc/meminfo; values in KiB (HugePages_* are counts)."""
-    values = {}
-    for line in (text or '').splitlines():
-        key, sep, rest = line.partition(':')
-        words = rest.split()
-        if sep and words and words[0].isdigit():
-            values[key.strip()] = int(words[0])
-    return values
-
-
-def available_kib(meminfo):
-    """KiB a new guest could get without swapping: the kernel's MemAvailable, or
-    on kernels before 3.14 (which lack it) free memory plus what reclaim frees
-    (buffers, page cache except shared memory, reclaimable slab)."""
-    if 'MemAvailable' in meminfo:
-        return meminfo['MemAvailable']
-    cache = meminfo.get('Cached', 0) - meminfo.get('Shmem', 0)
-    return meminfo.get('MemFree', 0) + meminfo.get('Buffers', 0) + max(0, cache) + \
-        meminfo.get('SReclaimable', 0)
-
-
-def memory_facts(meminfo, guests):
+# -- memory ----------------------------------------------------------------------
+def memory_facts(info, guests):
     """Memory facts in MiB. ``guests`` lists (memory_mb, resident_kib) of each
     instance whose QEMU lives.
 
@@ -100,8 +77,8 @@ def memory_facts(meminfo, guests):
     running guests were promised but have not touched yet (a guest with 4 GiB
     that uses 1 GiB today may take the other 3 tomorrow).
     """
-    total = meminfo.get('MemTotal', 0)
-    free = min(total, available_kib(meminfo))
+    total = info.get('MemTotal', 0)
+    free = min(total, available_kib(info))
     used = total - free
     resident = sum(res for _mb, res in guests)
     committed = sum(mb for mb, _res in guests)
@@ -114,8 +91,8 @@ def memory_facts(meminfo, guests):
         'committed_mb': committed,
         'guest_resident_mb': resident // 1024,
         'allocatable_mb': max(0, free - outstanding) // 1024,
-        'swap_total_mb': meminfo.get('SwapTotal', 0) // 1024,
-        'swap_free_mb': meminfo.get('SwapFree', 0) // 1024,
+        'swap_total_mb': info.get('SwapTotal', 0) // 1024,
+        'swap_free_mb': info.get('SwapFree', 0) // 1024,
     }
 
 
@@ -222,51 +199,6 @@ def hypervisor_facts(run, qemu_binary=None, cpu=None, kvm_device=_qemu.KVM_DEVIC
     return facts, problems
 
 
-# -- processes ---------------------------------------------------------------------
-def read_text(path):
-    with open(path) as handle:
-        return handle.read()
-
-
-def system_uptime():
-    """Seconds since boot, from /proc/uptime."""
-    return float(read_text(os.path.join(PROC, 'uptime')).split()[0])
-
-
-def resident_kib(pid):
-    """Resident memory of pid in KiB (from /proc/PID/statm), or 0 when it is gone."""
-    try:
-        pages = int(read_text(os.path.join(PROC, str(pid), 'statm')).split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-    return pages * (os.sysconf('SC_PAGE_SIZE') // 1024)
-
-
-def parse_locks(text):
-    """{(major, minor, inode)} of files with an flock held, from /proc/locks."""
-    held = set()
-    for line in (text or '').splitlines():
-        words = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; "1: -> FLOCK ..." waits.
-        if len(words) < 6 or words[1] != 'FLOCK':
-            continue
-        parts = words[5].split(':')
-        if len(parts) == 3:
-            try:
-                held.add((int(parts[0], 16), int(parts[1], 16), int(parts[2])))
-            except ValueError:
-                continue
-    return held
-
-
-def flock_held(path, held):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in held
-
-
 # -- instances ---------------------------------------------------------------------
 def instance_names(layout):
     """Every instance with a definition, a runtime file or a pidfile, sorted."""
@@ -287,7 +219,7 @@ def _spec_value(spec, key):
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def observe(layout, name, run, uptime, held, monitor_timeout=10.0, socat=None):
+def instance_facts(layout, name, run, uptime, held, monitor_timeout=10.0, socat=None):
     """(record, instance) for one instance from its files and its process;
     no monitor is opened. ``instance`` is None when the name is unusable."""
     record = {
@@ -342,34 +274,18 @@ def observe(layout, name, run, uptime, held, monitor_timeout=10.0, socat=None):
 
 
 def query_state(record, instance):
-    """Ask one live QEMU over QMP whether it runs, is paused or migrates; update record."""
-    pid = record['pid']
+    """The state of one live instance, by the one observation (_observe); update record."""
     try:
-        with instance.monitor() as qmp:
-            run_state = qmp.execute('query-status')['status']
-            migration = None
-            if run_state in ('running', 'paused'):
-                migration = (qmp.execute('query-migrate') or {}).get('status')
+        seen = observe(instance)
     except (KvmError, KeyError, TypeError) as err:
-        try:
-            still = instance.pid()
-        except ProcessError:
-            still = pid
-        if still != pid:
-            # It exited while we looked.
-            record.update(pid=None, uptime_s=None, resident_mb=None, _resident_kib=0,
-                          state=instance.dead_state())
-            return record
-        record.update(state='unknown',
-                      error='the QMP monitor did not answer: %s' % (getattr(err, 'msg', None) or err))
-        return record
-    state = RUN_STATES.get(run_state, run_state)
-    if migration in OUTGOING_MIGRATION:
-        state = 'migrating'
-    elif state == 'paused' and is_incoming(instance.runtime()):
-        # A finished incoming copy waits for kvm_migrate's finalize.
-        state = 'incoming'
-    record.update(state=state, run_state=run_state)
+        seen = {'present': True, 'state': 'unknown', 'error': getattr(err, 'msg', None) or str(err)}
+    if not seen['present']:
+        # It exited while we looked.
+        record.update(pid=None, uptime_s=None, resident_mb=None, _resident_kib=0, state=seen['state'])
+    elif seen['state'] == 'unknown':
+        record.update(state='unknown', error='the QMP monitor did not answer: %s' % seen['error'])
+    else:
+        record.update(state=seen['state'], run_state=seen['run_state'])
     return record
 
 
@@ -387,11 +303,8 @@ def scan_instances(layout, run, query=True, monitor_timeout=10.0, socat=None):
         uptime = system_uptime()
     except (OSError, ValueError, IndexError):
         uptime = None
-    try:
-        held = parse_locks(read_text(os.path.join(PROC, 'locks')))
-    except OSError:
-        held = set()
-    observed = [observe(layout, name, run, uptime, held, monitor_timeout, socat) for name in names]
+    held = held_locks()
+    observed = [instance_facts(layout, name, run, uptime, held, monitor_timeout, socat) for name in names]
     live = [(record, instance) for record, instance in observed
             if record['pid'] is not None and instance is not None]
     if query and live:
@@ -461,7 +374,7 @@ def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_time
         if 'memory' in subsets:
             guests = [(record['memory_mb'] or 0, record['_resident_kib'])
                       for record in records if record['pid'] is not None]
-            memory = memory_facts(parse_meminfo(read_text(os.path.join(PROC, 'meminfo'))), guests)
+            memory = memory_facts(meminfo(), guests)
             if memory['committed_mb'] > memory['total_mb']:
                 problems.append('the guests running here were given %d MiB in all, more than the'
                                 ' %d MiB this node has' % (memory['committed_mb'], memory['total_mb']))

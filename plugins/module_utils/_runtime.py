@@ -54,6 +54,11 @@ def runtime_shape_ok(runtime):
         runtime.get('accel') in ('kvm', 'tcg')
 
 
+def is_incoming(runtime):
+    """Whether a runtime is that of a migration target (started with -incoming)."""
+    return bool(runtime) and '-incoming' in runtime.get('argv', [])
+
+
 def save_definition(paths, spec):
     write_json(paths.definition, spec)
 

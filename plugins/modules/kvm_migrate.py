@@ -511,7 +511,10 @@ timing:
   returned: migrate
   type: dict
 state:
-  description: What the copy on this node is after the phase (C(running), C(stopped), C(absent), ...).
+  description:
+    - What the copy on this node is after the phase, in the words of every module of the collection
+      (C(running), C(paused), C(incoming), C(migrating), C(migrated), C(shutdown), C(crashed),
+      C(stopped), C(unknown); C(absent) after the guest left the node).
   returned: finalize, confirm, recover, status
   type: str
 target_dead:
@@ -538,10 +541,11 @@ defined:
   description: A definition of the instance is stored on this node.
   returned: status
   type: bool
-copy:
+kind:
   description:
     - What the copy here is (C(status)), or was before C(recover) acted. One of C(absent),
       C(running), C(paused), C(incoming-complete), C(incoming-partial), C(busy) or C(unknown).
+    - Called C(copy) before 0.2.0 (a name Jinja2 resolves to the dictionary's own copy method).
   returned: status, recover
   type: str
 decision:

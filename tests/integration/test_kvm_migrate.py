@@ -286,7 +286,7 @@ def test_the_source_resumes_only_once_the_target_is_dead(pair, guest_image):
     predicted = pair.ok('dst', {'phase': 'finalize', 'success': True}, check=True)
     assert predicted['actions'] == ['define', 'write_runtime', 'resume']
     assert pair.nodes['dst'].snapshot() == before_dst
-    assert pair.ok('dst', {'phase': 'status'})['copy'] == 'incoming-complete'
+    assert pair.ok('dst', {'phase': 'status'})['kind'] == 'incoming-complete'
     # Only kvm_migrate may resume an unfinalized target; kvm_instance refuses to touch it.
     for state in ('started', 'stopped', 'restarted'):
         pair.refused('dst', {'state': state}, 'migration is under way or unfinished', module=INSTANCE)
@@ -318,7 +318,7 @@ def test_recover_keeps_exactly_one_copy(pair, guest_image):
     _prepared, accepted = pair.prepare_and_accept()
     play = run_playbook(pair.inventory, RECOVER_BOOK, extra_vars={'instance': 'vm1'})
     assert play.rc == 0, play
-    assert play.result(0, 'dst')['copy'] == 'incoming-partial'
+    assert play.result(0, 'dst')['kind'] == 'incoming-partial'
     src, dst = play.result(1, 'src'), play.result(1, 'dst')
     assert src['decision'] == dst['decision'] == 'source'
     assert src['actions'] == [] and dst['actions'] == ['discard']
@@ -332,7 +332,7 @@ def test_recover_keeps_exactly_one_copy(pair, guest_image):
     snapshots = [pair.nodes[host].snapshot() for host in ('src', 'dst')]
     predicted = run_playbook(pair.inventory, RECOVER_BOOK, check=True, extra_vars={'instance': 'vm1'})
     assert predicted.rc == 0, predicted
-    assert predicted.result(0, 'dst')['copy'] == 'incoming-complete'
+    assert predicted.result(0, 'dst')['kind'] == 'incoming-complete'
     assert predicted.result(1, 'dst')['actions'] == ['define', 'write_runtime', 'resume']
     assert [pair.nodes[host].snapshot() for host in ('src', 'dst')] == snapshots
     play = run_playbook(pair.inventory, RECOVER_BOOK, extra_vars={'instance': 'vm1'})

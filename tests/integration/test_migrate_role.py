@@ -386,7 +386,7 @@ def test_recover_playbook_after_interrupted_runs(loop, guest_image):
     assert recovered.rc == 0, recovered
     outcome = recovered.result(-2)['ansible_facts']['migrate_recover_result']
     assert outcome['decision'] == 'source' and outcome['runs_on'] == 'kvm1'
-    assert outcome['hosts']['target']['copy'] == 'incoming-partial'
+    assert outcome['hosts']['target']['kind'] == 'incoming-partial'
     assert outcome['hosts']['target']['actions'] == ['discard'] and outcome['hosts']['source']['actions'] == []
     assert loop.pids('kvm2') == [] and loop.files('kvm2') == []
     assert loop.pids('kvm1') == [started['pid']]
@@ -420,8 +420,8 @@ def test_twenty_migrations_leave_nothing_behind(loop, guest_image):
     begun = time.monotonic()
     for leg in range(legs):
         source, target = HOSTS if leg % 2 == 0 else HOSTS[::-1]
-        assert loop.phase(source, phase='status')['copy'] == 'running'
-        assert loop.phase(target, phase='status')['copy'] == 'absent'
+        assert loop.phase(source, phase='status')['kind'] == 'running'
+        assert loop.phase(target, phase='status')['kind'] == 'absent'
         prepared = loop.phase(source, phase='prepare')
         accepted = loop.phase(target, phase='accept', runtime=prepared['runtime'],
                               definition=prepared['definition'])

@@ -35,7 +35,7 @@ from conftest import QmpClient, require_binary
 from lab_fixtures import lab_session
 from qemu_procs import qemu_processes_under, serial_lines, wait_until
 
-from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import flock_held, parse_locks, read_text
+from ansible_collections.hvops.kvm.plugins.module_utils._proc import flock_held, parse_locks, read_text
 
 pytestmark = pytest.mark.lab
 
@@ -302,7 +302,7 @@ class Run:
 
     def __repr__(self):
         shown = dict((key, dict((k, v) for k, v in data.items()
-                                if k in ('msg', 'failed', 'changed', 'actions', 'state', 'copy', 'decision',
+                                if k in ('msg', 'failed', 'changed', 'actions', 'state', 'kind', 'decision',
                                          'status', 'reason', 'migration_status', 'busy')))
                      for key, data in self.by_task.items())
         return 'Run(rc=%d, %r, stderr=%r)' % (self.rc, shown, self.result.stderr[-2000:])
@@ -440,7 +440,7 @@ def test_controller_stopped_after_each_phase_then_recover_keeps_one_copy(faults)
             assert stopped['migrate', source]['status'] == 'completed'
         run = faults.playbook(faults.recover_plays(source, target))
         on_source, on_target = assert_recovered(run, source, target, keep)
-        assert run['status', target]['copy'] == target_copy, (last, run['status', target])
+        assert run['status', target]['kind'] == target_copy, (last, run['status', target])
         assert on_source['actions'] == source_actions and on_target['actions'] == target_actions, \
             (last, on_source, on_target)
         ticks = faults.assert_only_on(source if keep == 'source' else target, ticks)
@@ -469,12 +469,12 @@ def test_controller_killed_during_migrate_then_recover_keeps_one_copy(faults):
     keep = 'target' if completed else 'source'
     on_source, on_target = assert_recovered(run, 'kvm-a', 'kvm-b', keep)
     if completed:
-        assert (source_status['copy'], target_status['copy']) == ('paused', 'incoming-complete')
+        assert (source_status['kind'], target_status['kind']) == ('paused', 'incoming-complete')
         assert on_target['actions'] == ['define', 'write_runtime', 'resume']
         assert on_source['actions'] == ['discard', 'undefine']
         faults.assert_only_on('kvm-b', before)
     else:
-        assert source_status['copy'] == 'running'
+        assert source_status['kind'] == 'running'
         faults.assert_only_on('kvm-a', before)
     print('\ncontroller SIGKILLed during migrate: the migrate phase on the source ran on for %.1f s'
           ' (%.1f s after the kill) and the migration %s; recover kept the %s copy'
@@ -501,12 +501,12 @@ def test_migrate_phase_killed_leaves_a_migration_that_recover_cancels(faults):
     assert faults.query_migrate('kvm-a')['status'] == 'active'     # no one watches it now
 
     run = faults.playbook(faults.recover_plays('kvm-a', 'kvm-b', one_by_one=True))
-    assert run['status', 'kvm-a']['copy'] == 'running' and run['status', 'kvm-a']['migration_status'] == 'active'
-    assert run['status', 'kvm-b']['copy'] == 'incoming-partial'
+    assert run['status', 'kvm-a']['kind'] == 'running' and run['status', 'kvm-a']['migration_status'] == 'active'
+    assert run['status', 'kvm-b']['kind'] == 'incoming-partial'
     on_source, on_target = assert_recovered(run, 'kvm-a', 'kvm-b', 'source')
     assert on_source['actions'] == ['cancel'] and on_source['state'] == 'running', on_source
     # The cancelled migration ended the target's QEMU: only its files were left.
-    assert on_target['actions'] == ['discard'] and on_target['copy'] == 'absent', on_target
+    assert on_target['actions'] == ['discard'] and on_target['kind'] == 'absent', on_target
     assert faults.query_migrate('kvm-a')['status'] == 'cancelled'
     faults.assert_only_on('kvm-a', before)
 

@@ -7,6 +7,8 @@ from ansible_collections.hvops.kvm.plugins.module_utils import _migration_checks
 from ansible_collections.hvops.kvm.plugins.module_utils import _migration_recover as recover
 from ansible_collections.hvops.kvm.plugins.module_utils import _migration_settings as settings
 from ansible_collections.hvops.kvm.plugins.module_utils import _migration_stats as mstats
+from ansible_collections.hvops.kvm.plugins.module_utils import _runtime as runtime_file
+from ansible_collections.hvops.kvm.plugins.module_utils import _states as states
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import MigrationError, ValidationError
 
 # query-migrate on QEMU 7.2.22 right after a completed migration of an idle
@@ -190,8 +192,8 @@ def runtime(**spec_changes):
 
 
 def test_incoming_and_vnc_password_are_read_from_the_argv():
-    assert instance.is_incoming(runtime())
-    assert not instance.is_incoming({'argv': ['qemu', '-S']}) and not instance.is_incoming(None)
+    assert runtime_file.is_incoming(runtime())
+    assert not runtime_file.is_incoming({'argv': ['qemu', '-S']}) and not runtime_file.is_incoming(None)
     assert checks.vnc_has_password(['qemu', '-vnc', '127.0.0.1:1,password=on'])
     assert not checks.vnc_has_password(['qemu', '-vnc', '127.0.0.1:1', 'x,password=on'])
 
@@ -255,7 +257,7 @@ MUTE = {'present': True, 'run_state': None, 'incoming': False}
     (None, 'unknown'), ('garbage', 'unknown'),
 ])
 def test_classify(record, kind):
-    assert recover.classify(record) == kind
+    assert states.copy_kind(record) == kind
 
 
 @pytest.mark.parametrize('source, target, keep', [
@@ -307,4 +309,4 @@ def test_decide_never_keeps_an_absent_or_partial_copy():
                 continue
             if keep is not None:
                 kept = source if keep == 'source' else target
-                assert recover.classify(kept) in ('running', 'paused', 'incoming-complete'), (source, target)
+                assert states.copy_kind(kept) in ('running', 'paused', 'incoming-complete'), (source, target)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _nodeinfo, _qemu, _qmp
+from ansible_collections.hvops.kvm.plugins.module_utils import _nodeinfo, _proc, _qemu, _qmp
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
 
@@ -41,7 +41,7 @@ def test_unknown_subsets_are_refused_by_name(bad):
 
 # -- memory ----------------------------------------------------------------------
 def test_meminfo_values_are_kib_and_hugepage_counts_are_kept():
-    info = _nodeinfo.parse_meminfo(fixture('meminfo_el6_no_memavailable.txt'))
+    info = _proc.parse_meminfo(fixture('meminfo_el6_no_memavailable.txt'))
     assert info['MemTotal'] == 8057216
     assert info['SReclaimable'] == 307200
     assert info['HugePages_Total'] == 0
@@ -50,8 +50,8 @@ def test_meminfo_values_are_kib_and_hugepage_counts_are_kept():
 
 
 def test_available_memory_comes_from_memavailable_when_the_kernel_has_it():
-    info = _nodeinfo.parse_meminfo(fixture('meminfo_bookworm.txt'))
-    assert _nodeinfo.available_kib(info) == info['MemAvailable']
+    info = _proc.parse_meminfo(fixture('meminfo_bookworm.txt'))
+    assert _proc.available_kib(info) == info['MemAvailable']
     facts = _nodeinfo.memory_facts(info, [])
     assert facts['total_mb'] == info['MemTotal'] // 1024
     assert facts['free_mb'] == info['MemAvailable'] // 1024
@@ -63,9 +63,9 @@ def test_available_memory_comes_from_memavailable_when_the_kernel_has_it():
 
 
 def test_old_kernels_count_free_buffers_page_cache_and_reclaimable_slab():
-    info = _nodeinfo.parse_meminfo(fixture('meminfo_el6_no_memavailable.txt'))
+    info = _proc.parse_meminfo(fixture('meminfo_el6_no_memavailable.txt'))
     # MemFree + Buffers + (Cached - Shmem) + SReclaimable
-    assert _nodeinfo.available_kib(info) == 512344 + 204800 + (3145728 - 524288) + 307200
+    assert _proc.available_kib(info) == 512344 + 204800 + (3145728 - 524288) + 307200
     facts = _nodeinfo.memory_facts(info, [])
     assert facts['total_mb'] == 7868
     assert facts['free_mb'] == 3560
@@ -74,7 +74,7 @@ def test_old_kernels_count_free_buffers_page_cache_and_reclaimable_slab():
 
 
 def test_guests_are_split_out_of_used_and_their_untouched_memory_is_not_allocatable():
-    info = _nodeinfo.parse_meminfo(fixture('meminfo_el6_no_memavailable.txt'))
+    info = _proc.parse_meminfo(fixture('meminfo_el6_no_memavailable.txt'))
     # A 1 GiB guest that touched 256 MiB; a 512 MiB guest whose QEMU is at 600 MiB.
     guests = [(1024, 256 * 1024), (512, 600 * 1024)]
     facts = _nodeinfo.memory_facts(info, guests)
@@ -238,7 +238,7 @@ def test_held_flocks_from_proc_locks():
             '2: -> FLOCK  ADVISORY  WRITE 4444 fd:01:2002 0 EOF\n'
             '3: OFDLCK ADVISORY  READ  -1 00:05:3003 0 EOF\n'
             '4: FLOCK  ADVISORY  WRITE 4545 103:02:4004 0 EOF\n')
-    assert _nodeinfo.parse_locks(text) == {(0xfd, 0x01, 2002), (0x103, 0x02, 4004)}
+    assert _proc.parse_locks(text) == {(0xfd, 0x01, 2002), (0x103, 0x02, 4004)}
 
 
 def test_flock_held_matches_device_and_inode(tmp_path):
@@ -246,9 +246,9 @@ def test_flock_held_matches_device_and_inode(tmp_path):
     path.write_text('')
     st = os.stat(str(path))
     key = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-    assert _nodeinfo.flock_held(str(path), {key})
-    assert not _nodeinfo.flock_held(str(path), set())
-    assert not _nodeinfo.flock_held(str(tmp_path / 'missing'), {key})
+    assert _proc.flock_held(str(path), {key})
+    assert not _proc.flock_held(str(path), set())
+    assert not _proc.flock_held(str(tmp_path / 'missing'), {key})
 
 
 def test_run_dir_problems(tmp_path):
