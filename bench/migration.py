@@ -23,7 +23,9 @@ the same rounds (the order changing from round to round), as ratios:
   (``dirty`` variant), against the configured downtime limit;
 * a whole migration through ``playbooks/migrate.yml`` (the migrate role),
   Ansible's own cost per task split from the library's work, against the
-  same phases in-process, one guest migrating back and forth.
+  same phases in-process and against the playbook of the collection before
+  its migrate role was made lean (unpacked from git, run in the same rounds),
+  one guest migrating back and forth.
 
 Random RAM: the source QEMU gets ``-object memory-backend-file,...,
 mem-path=/dev/shm/FILE,share=off,prealloc=on -machine memory-backend=ram0``
@@ -48,6 +50,7 @@ import contextlib
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -422,6 +425,10 @@ def downtimes(lab, rounds, settle, samples, cases=DOWNTIME_CASES):
 
 # -- the whole migration through ansible ---------------------------------------------
 PLAYBOOK = os.path.join(common.REPO, 'playbooks', 'migrate.yml')
+# The collection as it was before the migrate role was made lean (17 tasks, 7
+# kvm_migrate runs): its playbook runs beside today's, in the same rounds.
+BASELINE_COMMIT = 'f032742'
+BASELINE = os.path.join(common.QUICK_RESULTS, 'baseline-%s' % BASELINE_COMMIT)
 # junit task name -> phase (the role's task names); any other task is 'other'.
 TASK_PHASES = (('Look at the guest', 'status'), ('Prepare on the source', 'prepare'),
                ('Accept the guest', 'accept'), ('Migrate from the source', 'migrate'),
@@ -429,9 +436,22 @@ TASK_PHASES = (('Look at the guest', 'status'), ('Prepare on the source', 'prepa
 E2E_PARTS = ('status', 'prepare', 'accept', 'migrate', 'finalize', 'confirm')
 
 
+def baseline_collections():
+    """ANSIBLE_COLLECTIONS_PATH of the baseline collection, unpacked once from git."""
+    tree = os.path.join(BASELINE, 'ansible_collections', 'hvops', 'kvm')
+    if not os.path.isdir(tree):
+        import tarfile
+        archive = BASELINE + '.tar'
+        subprocess.run(['git', '-C', common.REPO, 'archive', '--output', archive, BASELINE_COMMIT], check=True)
+        os.makedirs(tree)
+        with tarfile.open(archive) as tar:
+            tar.extractall(tree)
+        os.unlink(archive)
+    return BASELINE
+
+
 def phases_library(lab, src, dst):
-    """What the role runs, in-process: status on both hosts, then the five
-    phases; seconds per phase (status: both together)."""
+    """What the role runs, in-process: the five phases; seconds per phase."""
     times = dict((part, 0.0) for part in E2E_PARTS)
 
     def timed(part, host, phase, **args):
@@ -440,8 +460,6 @@ def phases_library(lab, src, dst):
         times[part] += time.perf_counter() - start
         return result
 
-    timed('status', src, 'status')
-    timed('status', dst, 'status')
     prepared = timed('prepare', src, 'prepare')
     accepted = timed('accept', dst, 'accept', runtime=prepared['runtime'], definition=prepared['definition'])
     migrated = timed('migrate', src, 'migrate', uri=accepted['uri'])
@@ -451,35 +469,22 @@ def phases_library(lab, src, dst):
     return times, migrated
 
 
-def phases_adhoc(lab, src, dst):
-    """The five phases, each one ``ansible HOST -m hvops.kvm.kvm_migrate``
-    run (when there is no playbooks/migrate.yml)."""
-    times = {}
-    times['prepare'], rc, prepared = lab.adhoc(src, {'phase': 'prepare'})
-    assert rc == 0, prepared
-    times['accept'], rc, accepted = lab.adhoc(dst, {'phase': 'accept', 'runtime': prepared['runtime'],
-                                                    'definition': prepared['definition']})
-    assert rc == 0, accepted
-    times['migrate'], rc, migrated = lab.adhoc(src, {'phase': 'migrate', 'uri': accepted['uri']})
-    assert rc == 0 and migrated['status'] == 'completed', migrated
-    times['finalize'], rc, finalized = lab.adhoc(dst, {'phase': 'finalize', 'success': True})
-    assert rc == 0, finalized
-    times['confirm'], rc, confirmed = lab.adhoc(src, {'phase': 'confirm', 'success': True})
-    assert rc == 0, confirmed
-    return times, migrated
-
-
-def phases_playbook(lab, src, dst, junit_dir):
-    """One ``ansible-playbook playbooks/migrate.yml`` run; seconds per task
-    kind from ansible-core's junit callback ('other': the role's set_fact,
-    assert, debug... tasks; 'outside tasks': start-up, inventory, the play)."""
+def phases_playbook(lab, src, dst, junit_dir, baseline=False):
+    """One ``ansible-playbook playbooks/migrate.yml`` run (``baseline``: the
+    baseline collection's); seconds per task kind from ansible-core's junit
+    callback ('other': the role's set_fact, assert, debug... tasks; 'outside
+    tasks': start-up, inventory, the play)."""
     from ansible_run import run_playbook  # tests/integration/ansible_run.py
     for old in os.listdir(junit_dir):
         os.unlink(os.path.join(junit_dir, old))
     env = {'ANSIBLE_CALLBACKS_ENABLED': 'ansible.builtin.junit', 'JUNIT_OUTPUT_DIR': junit_dir,
            'JUNIT_HIDE_TASK_ARGUMENTS': 'true', 'JUNIT_INCLUDE_SETUP_TASKS_IN_REPORT': 'false'}
+    playbook = PLAYBOOK
+    if baseline:
+        env['ANSIBLE_COLLECTIONS_PATH'] = baseline_collections()
+        playbook = os.path.join(BASELINE, 'ansible_collections', 'hvops', 'kvm', 'playbooks', 'migrate.yml')
     start = time.perf_counter()
-    play = run_playbook(lab.inventory, PLAYBOOK, extra_vars={'instance': GUEST, 'source': src, 'target': dst},
+    play = run_playbook(lab.inventory, playbook, extra_vars={'instance': GUEST, 'source': src, 'target': dst},
                         env=env)
     wall = time.perf_counter() - start
     assert play.rc == 0, play
@@ -508,17 +513,15 @@ def end_to_end(lab, memory, rounds, settle, samples):
     here, there = 'a', 'b'
     junit_dir = os.path.join(lab.base, 'junit')
     os.makedirs(junit_dir, exist_ok=True)
-    ways = ('library', 'playbook' if os.path.exists(PLAYBOOK) else 'adhoc')
+    ways = ('library', 'playbook', 'baseline playbook')
     for rnd in range(rounds):
         for way in ways if rnd % 2 == 0 else ways[::-1]:
             load = settle()
             start = time.perf_counter()
             if way == 'library':
                 parts, migrated = phases_library(lab, here, there)
-            elif way == 'adhoc':
-                parts, migrated = phases_adhoc(lab, here, there)
             else:
-                parts, migrated = phases_playbook(lab, here, there, junit_dir)
+                parts, migrated = phases_playbook(lab, here, there, junit_dir, baseline=way != 'playbook')
             wall = time.perf_counter() - start
             samples.add(memory, way, wall, rnd, load, parts=parts, qemu_total_ms=migrated['stats']['total_time_ms'],
                         migrate_wait_s=migrated['timing']['wait_s'])
@@ -675,38 +678,44 @@ def report_downtime(rep, samples, wall_samples):
 
 
 def report_end_to_end(rep, samples, memory):
-    ways = [way for way in ('library', 'playbook', 'adhoc') if samples.select(memory, way)]
+    ways = [way for way in ('library', 'playbook', 'baseline playbook') if samples.select(memory, way)]
     if not ways:
         return
-    parts = list(E2E_PARTS) + (['other', 'outside tasks'] if 'playbook' in ways else [])
-    names = {'library': 'the phases in-process', 'adhoc': '5 ad-hoc ansible runs',
-             'playbook': 'ansible-playbook playbooks/migrate.yml'}
+    parts = list(E2E_PARTS) + ['other', 'outside tasks']
+    names = {'library': 'the five phases in-process',
+             'playbook': 'ansible-playbook playbooks/migrate.yml',
+             'baseline playbook': 'the same, collection at %s (before the lean role)' % BASELINE_COMMIT}
     table = Table('A whole migration, %d MiB guest of random RAM going back and forth: seconds (medians)' % memory,
-                  ['way', 'total'] + parts + ['vs in-process'])
+                  ['way', 'total'] + parts + ['vs in-process', 'vs baseline'])
     for way in ways:
         records = samples.select(memory, way)
         cells = [names[way], fmt_summary(samples.summary(memory, way), 2)]
         for part in parts:
-            cells.append(fmt(common.summarize([r['parts'].get(part) for r in records])['median'], 2))
+            values = [r['parts'].get(part) for r in records if part in r['parts']]
+            cells.append(fmt(common.summarize(values)['median'], 2) if values else '-')
         cells.append(fmt_ratio(samples.ratio(memory, way, 'library')))
+        cells.append(fmt_ratio(samples.ratio(memory, way, 'baseline playbook'))
+                     if 'baseline playbook' in ways else '-')
         table.add(*cells)
     lib = samples.select(memory, 'library')
-    if 'playbook' in ways and lib:
-        play = samples.select(memory, 'playbook')
+    for way, modules in (('playbook', 5), ('baseline playbook', 7)):
+        play = samples.select(memory, way)
+        if not play or not lib:
+            continue
 
         def median(records, key):
             return common.summarize([r['parts'].get(key, 0.0) for r in records])['median']
         module_tasks = sum(median(play, part) for part in E2E_PARTS)
         own = sum(median(lib, part) for part in E2E_PARTS)
-        total = samples.summary(memory, 'playbook')['median']
+        total = samples.summary(memory, way)['median']
         table.notes.append(
-            'Split of the playbook\'s %.2f s: the library\'s own work (status on both hosts and the five phases'
-            ' in-process) %.2f s; Ansible around the 7 kvm_migrate tasks %.2f s (%.2f s per task); the role\'s'
-            ' other tasks (set_fact, assert, debug, skipped ones) %.2f s; outside any task (start-up, inventory,'
-            ' play) %.2f s. The migrate task: %.2f s, of which the phase itself %.2f s.'
-            % (total, own, module_tasks - own, (module_tasks - own) / 7.0, median(play, 'other'),
-               median(play, 'outside tasks'), median(play, 'migrate'), median(lib, 'migrate')))
-        table.notes.append('Task times from ansible-core\'s junit callback; status counts both hosts\' status tasks.')
+            'Split of the %s\'s %.2f s: the library\'s own work (the five phases in-process) %.2f s; Ansible'
+            ' around the %d kvm_migrate tasks %.2f s (%.2f s per task); the role\'s other tasks (set_fact, assert,'
+            ' debug, skipped ones) %.2f s; outside any task (start-up, inventory, play) %.2f s.'
+            % (way, total, own, modules, module_tasks - own, (module_tasks - own) / float(modules),
+               median(play, 'other'), median(play, 'outside tasks')))
+    table.notes.append('Task times from ansible-core\'s junit callback; status counts the baseline\'s status tasks'
+                       ' on both hosts. Every way runs in every round, in alternating order.')
     rep.table(table)
 
 

@@ -203,29 +203,34 @@ class Migration:
         with self.locked():
             record, runtime = self.observe()
             definition = load_definition(self.paths)
-        if not record['present']:
-            raise StateError('does not run on this host (it is %s); only a running guest is migrated'
-                             % record['state'], instance=self.name)
-        if record['run_state'] != 'running':
-            raise StateError('is %s (QEMU run state %s), not running; only a running guest is migrated%s'
-                             % (record['state'], record['run_state'],
-                                ': %s' % record['error'] if record['error'] else ''), instance=self.name)
-        if record['migration_status'] in OUTGOING_MIGRATION:
-            raise StateError('a migration is already under way (status %s)' % record['migration_status'],
-                             instance=self.name)
-        if runtime is None:
-            raise StateError('runs without a runtime file, so it was not started by this collection',
-                             instance=self.name)
-        if record['incoming']:
-            raise StateError('arrived here by a migration that was never finalized; run the recover'
-                             ' phase first', instance=self.name)
+        problem = self._not_migratable(record, runtime)
+        if problem:
+            # What the copy here is goes with the refusal: the role decides from it.
+            raise StateError(problem, instance=self.name, observed=record)
         return {
             'pid': record['pid'],
             'run_state': record['run_state'],
             'runtime': runtime,
             'definition': definition,
             'requirements': requirements_of(runtime),
+            'observed': record,
         }
+
+    @staticmethod
+    def _not_migratable(record, runtime):
+        """Why the copy here cannot be migrated, or None."""
+        if not record['present']:
+            return 'does not run on this host (it is %s); only a running guest is migrated' % record['state']
+        if record['run_state'] != 'running':
+            return 'is %s (QEMU run state %s), not running; only a running guest is migrated%s' % (
+                record['state'], record['run_state'], ': %s' % record['error'] if record['error'] else '')
+        if record['migration_status'] in OUTGOING_MIGRATION:
+            return 'a migration is already under way (status %s)' % record['migration_status']
+        if runtime is None:
+            return 'runs without a runtime file, so it was not started by this collection'
+        if record['incoming']:
+            return 'arrived here by a migration that was never finalized; run the recover phase first'
+        return None
 
     # -- accept (target) ---------------------------------------------------
     def accept(self):
@@ -252,7 +257,7 @@ class Migration:
             problems.append('the guest\'s VNC display has a password: pass vnc_password')
         if problems:
             raise MigrationError('refusing to accept the guest: %s' % '; '.join(problems),
-                                 instance=self.name, problems=problems)
+                                 instance=self.name, problems=problems, observed=record)
         if os.path.exists(self.paths.definition):
             self.warnings.append('the stored definition of %s here is replaced when the migration is'
                                  ' finalized' % self.name)
@@ -263,6 +268,7 @@ class Migration:
             'qemu_version': _qemu.version_string(qemu['version']),
             'memory': {'available_mb': facts['available_mb'],
                        'required_mb': req['memory_mb'] + facts['margin_mb']},
+            'observed': record,
         }
         if self.check_mode:
             return result
@@ -419,6 +425,20 @@ class Migration:
         if pause:
             qmp.execute('stop')
         qmp.drain_events()
+        result['started_at'] = time.time()
+        try:
+            self._send(qmp, uri, pause, result)
+        except MigrationError as err:
+            # When it ran, on this node's clock, for whoever reports the failure.
+            err.details.update(started_at=result['started_at'], finished_at=time.time())
+            raise
+        result['finished_at'] = time.time()
+        return result
+
+    def _send(self, qmp, uri, pause, result):
+        """migrate, wait for its end (cancelling a stalled or overdue one), and
+        put its status, statistics and timing in result; MigrationError if it
+        did not complete."""
         started = time.monotonic()
         try:
             qmp.execute('migrate', {'uri': uri})
@@ -455,7 +475,6 @@ class Migration:
                                  instance=self.name, status=status, reason=outcome, stats=stats,
                                  source_run_state=source_state)
         result.update(status=status, stats=stats, timing=self._timing(event, started, seen_at))
-        return result
 
     def _wait(self, qmp, started):
         """(outcome, event, seen_at): outcome is a terminal status, 'stalled'

@@ -503,6 +503,21 @@ stats:
     postcopy_bytes:
       description: Bytes sent after the switch to post-copy (O(postcopy)).
       type: int
+started_at:
+  description: When the migration was started, in epoch seconds on this node's clock (also given when it fails).
+  returned: migrate
+  type: float
+finished_at:
+  description: When the phase saw the migration end, in epoch seconds on this node's clock (also given when it fails).
+  returned: migrate
+  type: float
+observed:
+  description:
+    - What the copy here was when the phase looked, as the C(status) phase reports it (C(present), C(pid),
+      C(state), C(run_state), C(migration_status), C(incoming), C(busy), C(defined), C(error), C(kind)).
+    - Also given when the phase refuses, so that a play can tell why without running C(status).
+  returned: prepare, accept
+  type: dict
 timing:
   description:
     - C(wait_s) how long the phase waited for the migration; C(completed_at) QEMU's
