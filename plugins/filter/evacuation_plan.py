@@ -151,7 +151,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.hvops.kvm.plugins.module_utils._states import DOWN, IDLE
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import MEMORY_MARGIN_MB, target_problems
+from ansible_collections.hvops.kvm.plugins.module_utils._states import IDLE
 
 MOVABLE = 'running'
 STATE_REASONS = {
@@ -178,14 +179,6 @@ def _mapping(value, what, optional=False):
     if not isinstance(value, dict):
         raise AnsibleFilterError('evacuation_plan: %s must be a dictionary, not %s' % (what, type(value).__name__))
     return value
-
-
-def _version(value):
-    return tuple(int(part) for part in value) if value else ()
-
-
-def _version_text(value):
-    return '.'.join(str(part) for part in value)
 
 
 class _Target:
@@ -237,30 +230,22 @@ class _Target:
     def left(self):
         return self.capacity - self.planned
 
-    def problems(self, name, req, need):
-        """Why this target cannot take the guest (empty: it can)."""
-        problems = []
-        copy = (self.facts.get('instances') or {}).get(name)
-        if copy is not None and copy.get('state') not in DOWN:
-            problems.append('an instance named %s is %s there' % (name, copy.get('state')))
-        if need > self.left:
-            problems.append('not enough memory (needs %d MiB, %d MiB left)' % (need, self.left))
+    def problems(self, name, req, margin_mb):
+        """Why this target cannot take the guest (empty: it can): the rule
+        the target's own accept phase applies, to what the facts say."""
         hypervisor = self.facts.get('hypervisor')
         qemu = (hypervisor or {}).get('qemu')
-        if qemu is not None:
-            machine = req.get('machine')
-            if machine and machine not in (qemu.get('machines') or ()):
-                problems.append('QEMU %s does not know the machine type %s' % (qemu.get('version'), machine))
-            have, want = _version(qemu.get('version_info')), _version(req.get('qemu_version'))
-            if have and want and have < want:
-                problems.append('QEMU %s is older than the source\'s %s' % (_version_text(have), _version_text(want)))
-        if req.get('accel') == 'kvm' and hypervisor is not None and not (hypervisor.get('kvm') or {}).get('usable'):
-            problems.append('KVM is not usable')
-        for bridge in sorted(set(req.get('bridges') or ()) & self.missing_bridges):
-            problems.append('no bridge %s' % bridge)
-        for path in [p for p in req.get('files') or () if p in self.missing_files]:
-            problems.append('%s not found' % path)
-        return problems
+        offer = {
+            'copy': (self.facts.get('instances') or {}).get(name),
+            'memory_mb': self.left, 'memory_word': 'left', 'margin_mb': margin_mb,
+            'qemu': {'version': [_int(part, 'qemu.version_info of %s' % self.name)
+                                 for part in qemu.get('version_info') or ()],
+                     'machines': qemu.get('machines')} if qemu else None,
+            'kvm': (hypervisor.get('kvm') or {}) if hypervisor is not None else None,
+            'missing_bridges': self.missing_bridges,
+            'file_problems': ['%s not found' % p for p in req.get('files') or () if p in self.missing_files],
+        }
+        return target_problems(name, req, offer)
 
     def as_dict(self):
         return {
@@ -273,7 +258,7 @@ class _Target:
         }
 
 
-def evacuation_plan(node, targets, requirements=None, errors=None, margin_mb=128, reserve_mb=0,
+def evacuation_plan(node, targets, requirements=None, errors=None, margin_mb=MEMORY_MARGIN_MB, reserve_mb=0,
                     parallel=1, node_name='the node'):
     """Plan the evacuation of a node; see DOCUMENTATION."""
     node = _mapping(node, 'the node\'s facts')
@@ -319,7 +304,7 @@ def evacuation_plan(node, targets, requirements=None, errors=None, margin_mb=128
         refusals = {}
         candidates = []
         for target in usable:
-            problems = target.problems(name, req, need)
+            problems = target.problems(name, req, margin_mb)
             if problems:
                 refusals[target.name] = problems
             else:

@@ -2,17 +2,19 @@
 # Copyright: hvops.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Argument specs shared by the modules, paired with doc fragments of the same
-names in plugins/doc_fragments."""
+names in plugins/doc_fragments. Each module's whole spec is in its service
+(_kvm_instance, _kvm_migrate, _kvm_node_facts)."""
 
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import DEFAULT_RUN_DIR
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT as DEFAULT_MONITOR_TIMEOUT
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
     ACCELERATORS, DISK_CACHE_MODES, DISK_FORMATS, DISK_INTERFACES, NIC_MODELS, NIC_TYPES)
 
 # doc fragment hvops.kvm.host
 HOST_ARGS = dict(
     run_dir=dict(type='path', default=DEFAULT_RUN_DIR),
-    monitor_timeout=dict(type='float', default=10.0),
+    monitor_timeout=dict(type='float', default=DEFAULT_MONITOR_TIMEOUT),
     run_as=dict(type='str', default=DEFAULT_RUN_AS),
 )
 

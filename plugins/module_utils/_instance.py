@@ -18,7 +18,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly
 from ansible_collections.hvops.kvm.plugins.module_utils._launch import launch
 from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
-from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT, QmpSession
 from ansible_collections.hvops.kvm.plugins.module_utils._taps import create_taps, existing_taps, remove_taps, tap_name
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     load_runtime, make_runtime, save_runtime)
@@ -28,6 +28,8 @@ from ansible_collections.hvops.kvm.plugins.module_utils._values import seconds
 # Delays between presses of the ACPI power button while waiting for poweroff.
 POWERDOWN_BACKOFF = (1.0, 2.0, 4.0, 8.0)
 EXIT_POLL = 0.05
+# Seconds a graceful stop waits for the guest (kvm_instance's shutdown_timeout default).
+DEFAULT_SHUTDOWN_TIMEOUT = 30
 QUIT_GRACE = 10.0
 MAX_MONITOR_TIMEOUT = 3600.0
 
@@ -36,7 +38,7 @@ class Instance:
     """One instance in a HostLayout. ``run(argv) -> (rc, stdout, stderr)``;
     ``qemu_user`` (a _qemu_user.QemuUser) is who QEMU runs as, needed to start it."""
 
-    def __init__(self, layout, name, run, monitor_timeout=10.0, socat=None, qemu_user=None):
+    def __init__(self, layout, name, run, monitor_timeout=DEFAULT_TIMEOUT, socat=None, qemu_user=None):
         self.layout = layout
         self.qemu_user = qemu_user
         self.name = name
@@ -131,7 +133,7 @@ class Instance:
         self.clean_leftovers()
 
     # -- stopping --------------------------------------------------------
-    def stop(self, mode='acpi', timeout=30.0, force=False):
+    def stop(self, mode='acpi', timeout=DEFAULT_SHUTDOWN_TIMEOUT, force=False):
         """Stop the instance; return how: None (was not running), 'acpi' or 'forced'.
 
         ``mode`` acpi presses the power button with backoff until ``timeout``;

@@ -15,10 +15,12 @@ import time
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import LockError
 
 POLL_INTERVAL = 0.05
+# Seconds a run waits for another on the same instance (the modules' lock_timeout default).
+DEFAULT_TIMEOUT = 60
 
 
 @contextlib.contextmanager
-def instance_lock(paths, name, timeout=60.0):
+def instance_lock(paths, name, timeout=DEFAULT_TIMEOUT):
     fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + timeout

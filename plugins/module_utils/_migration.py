@@ -31,6 +31,13 @@ completed. Until then the source owns the guest, from then on the target.
 finalize(failure) refuses to kill a target copy that has been resumed, and
 confirm(failure) resumes the source only when told that the target is dead
 (``cont`` works on a source in postmigrate even while the target runs).
+
+The phases call one file per concern, so that they read as the protocol:
+_migration_intake (what a source sends, checked as untrusted input),
+_migration_checks (whether this node can take the guest), _migration_settings
+(options, capabilities and parameters), _migration_tls (credentials),
+_migration_watch (the outgoing migration under way), _migration_stats (its
+figures) and _migration_recover (which copy to keep).
 """
 
 import contextlib
@@ -39,40 +46,29 @@ import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _migration_tls, _qemu, _qemu_user
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
-    MigrationError, MonitorError, MonitorTimeout, StateError, ValidationError)
+    MigrationError, MonitorError, StateError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
-from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._host import bridge_exists
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
-from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
-from ansible_collections.hvops.kvm.plugins.module_utils._proc import available_kib, flock_held, held_locks, meminfo
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import requirements_of, target_problems
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_intake import checked_definition, checked_runtime
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import decide
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (
     DEFAULTS, capabilities, check_options, listen_address, parameters, parse_port_range, parse_uri, tcp_uri)
-from ansible_collections.hvops.kvm.plugins.module_utils._migration_stats import (
-    Progress, ends_migration, extract_stats, stats_settled)
-from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import (
-    requirements_of, target_problems)
-from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import decide
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_watch import Outgoing, resume
+from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
+from ansible_collections.hvops.kvm.plugins.module_utils._proc import available_kib, flock_held, held_locks, meminfo
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
-    RUNTIME_FORMAT, load_definition, make_runtime, runtime_shape_ok, save_definition, save_runtime)
-from ansible_collections.hvops.kvm.plugins.module_utils._states import (
-    MIGRATION_ENDED, OUTGOING_MIGRATION, POSTCOPY, copy_kind, guest_state)
-from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
-    SPEC_DEFAULTS, check_host_files, normalize_spec, qemu_binary, shared_disks)
+    load_definition, make_runtime, save_definition, save_runtime)
+from ansible_collections.hvops.kvm.plugins.module_utils._spec import check_host_files, disk_clash
+from ansible_collections.hvops.kvm.plugins.module_utils._states import OUTGOING_MIGRATION, copy_kind, guest_state
 from ansible_collections.hvops.kvm.plugins.module_utils._values import vnc_password as check_vnc_password
 
 PHASES = ('prepare', 'accept', 'migrate', 'finalize', 'confirm', 'status', 'recover')
 ROLES = ('source', 'target')
 BUSY_PORT = 'Address already in use'
-# Seconds between query-migrate samples while waiting on events (stall
-# detection and the fallback for a missed event).
-POLL_INTERVAL = 0.25
-CANCEL_WAIT = 10.0
-RESUME_WAIT = 5.0
-# Right after "completed", query-migrate may still show total-time 0.
-STATS_SETTLE = 1.0
-STATS_RETRY = 0.01
 
 
 # -- the phases ----------------------------------------------------------------------
@@ -106,7 +102,6 @@ class Migration:
         self.run = run
         self.check_mode = check_mode
         self.warnings = []
-        self.last_sample = {}
 
     # -- common ----------------------------------------------------------
     @contextlib.contextmanager
@@ -124,43 +119,11 @@ class Migration:
         another run holds the lock, and then no monitor is opened."""
         return observe(self.instance, busy=busy), self.instance.runtime()
 
-    def resume(self, qmp):
-        """cont, then wait until QEMU says the guest runs."""
-        qmp.execute('cont')
-        deadline = time.monotonic() + RESUME_WAIT
-        while True:
-            run_state = qmp.execute('query-status')['status']
-            if run_state == 'running':
-                return
-            if time.monotonic() >= deadline:
-                raise MigrationError('the guest did not run within %.0f s of cont (run state %s)'
-                                     % (RESUME_WAIT, run_state), instance=self.name)
-            time.sleep(0.02)
-
     def settings(self, qmp, tls_parameters):
         """(capabilities, parameters) for this QEMU, checked against what it
         supports; ``tls_parameters`` from _migration_tls.parameters."""
         available = [c['capability'] for c in qmp.execute('query-migrate-capabilities')]
         return capabilities(self.params, available), dict(parameters(self.params), **tls_parameters)
-
-    def tls_plan(self, endpoint, hostname=None):
-        """(objects to load, TLS parameters) for this phase; with tls off no
-        objects and parameters that turn TLS off. Credentials are checked here,
-        before anything is started."""
-        if not self.params['tls']:
-            return [], _migration_tls.parameters()
-        tls_dir = self.params['tls_dir']
-        user = self.instance.qemu_user or self.known_user
-        problems = _migration_tls.credential_problems(tls_dir, endpoint, user)
-        if problems:
-            raise ValidationError('TLS is asked for, and QEMU cannot use the credentials in %s: %s'
-                                  % (tls_dir, '; '.join(problems)), instance=self.name)
-        if endpoint == 'server':
-            peer = _migration_tls.check_peer(self.params['tls_peer'])
-            return (_migration_tls.objects('server', tls_dir, peer),
-                    _migration_tls.parameters('server', peer=peer))
-        hostname = _migration_tls.check_hostname(self.params['tls_hostname'] or hostname)
-        return _migration_tls.objects('client', tls_dir), _migration_tls.parameters('client', hostname=hostname)
 
     @staticmethod
     def apply_settings(qmp, caps, params):
@@ -195,7 +158,7 @@ class Migration:
             save_runtime(self.paths, settled)
         if 'resume' in actions:
             with self.instance.monitor() as qmp:
-                self.resume(qmp)
+                resume(qmp, self.name)
         return actions
 
     # -- prepare (source) --------------------------------------------------
@@ -235,23 +198,20 @@ class Migration:
     # -- accept (target) ---------------------------------------------------
     def accept(self):
         given = self.params['runtime']
-        runtime, spec = self._checked_runtime(given)
-        definition = self._checked_definition(self.params['definition'])
+        runtime, spec = checked_runtime(self.name, given, self.params['qemu_binary'])
+        definition = checked_definition(self.name, self.params['definition'], self.params['qemu_binary'])
         address = listen_address(self.params['migration_address'], self.params['allow_any_address'])
         low, high = parse_port_range(self.params['migration_ports'])
         if self.params['vnc_password'] is not None:
             check_vnc_password(self.params['vnc_password'])
         req = requirements_of(runtime)
         self.instance.qemu_user = _qemu_user.resolve(self.params['run_as'])
-        tls_objects, tls_params = self.tls_plan('server')
+        tls_objects, tls_params = _migration_tls.plan(self.params, 'server', self.instance.qemu_user, self.name)
         # The target's own QEMU, whatever binary the source runs.
         qemu = _qemu.query_binary(self.run, _qemu.find_qemu(spec['qemu_binary']))
-        facts = self._target_facts(spec, req, qemu)
-        problems = target_problems(req, facts)
         record, _old = self.observe()
-        if record['present']:
-            problems.insert(0, 'an instance named %s already runs here (pid %d, %s)'
-                            % (self.name, record['pid'], record['state']))
+        offer = self._offer(spec, req, qemu, record)
+        problems = target_problems(self.name, req, offer)
         if req['vnc_password'] and self.params['vnc_password'] is None and \
                 self.instance.vnc_password() is None:
             problems.append('the guest\'s VNC display has a password: pass vnc_password')
@@ -266,8 +226,8 @@ class Migration:
             ['listen'], 'tls': bool(tls_objects), 'tls_peer': self.params['tls_peer'] if tls_objects else None,
             'address': address, 'port': None, 'uri': None, 'busy_ports': [], 'pid': None,
             'qemu_version': _qemu.version_string(qemu['version']),
-            'memory': {'available_mb': facts['available_mb'],
-                       'required_mb': req['memory_mb'] + facts['margin_mb']},
+            'memory': {'available_mb': offer['memory_mb'],
+                       'required_mb': req['memory_mb'] + offer['margin_mb']},
             'observed': record,
         }
         if self.check_mode:
@@ -289,73 +249,24 @@ class Migration:
         result.update(pid=pid, port=port, uri=tcp_uri(address, port), busy_ports=busy)
         return result
 
-    def _checked_runtime(self, given):
-        """The source's runtime, checked, with its spec normalised again.
-
-        Nothing host-side of it is taken: the argv is never run (the target
-        builds its own from the spec), the spec's extra_args pass the same
-        rules as at kvm_instance time, and the QEMU binary is this host's.
-        """
-        if not isinstance(given, dict) or not runtime_shape_ok(given):
-            raise ValidationError('runtime must be the runtime returned by the prepare phase'
-                                  ' (format %d, with argv, spec and accel)' % RUNTIME_FORMAT,
-                                  instance=self.name)
-        source_spec = given['spec']
-        if source_spec.get('name') != self.name:
-            raise ValidationError('runtime is that of instance %r, not %s'
-                                  % (source_spec.get('name'), self.name), instance=self.name)
-        if not source_spec.get('machine'):
-            raise ValidationError('runtime has no machine type', instance=self.name)
-        spec = self._target_spec(source_spec)
-        version = given.get('qemu_version')
-        if version is not None and (not isinstance(version, list) or not 2 <= len(version) <= 3 or
-                                    not all(isinstance(part, int) and not isinstance(part, bool)
-                                            for part in version)):
-            raise ValidationError('runtime qemu_version must be a list of 2 or 3 numbers, got %r' % (version,),
-                                  instance=self.name)
-        started_at = given.get('started_at')
-        if started_at is not None and (isinstance(started_at, bool) or not isinstance(started_at, (int, float))):
-            raise ValidationError('runtime started_at must be a number, got %r' % (started_at,),
-                                  instance=self.name)
-        runtime = {'format': RUNTIME_FORMAT, 'argv': list(given['argv']), 'spec': spec,
-                   'accel': given['accel'], 'qemu_version': list(version) if version else None,
-                   'started_at': started_at}
-        return runtime, spec
-
-    def _target_spec(self, source_spec):
-        """A spec from the source checked here by every rule of a kvm_instance
-        task (a QEMU binary of a name kvm_instance refuses betrays a tampered
-        runtime), then given this host's QEMU binary: the source's never runs."""
-        spec = normalize_spec(self.name, dict((k, v) for k, v in source_spec.items() if k in SPEC_DEFAULTS))
-        spec['qemu_binary'] = qemu_binary(self.params['qemu_binary'], self.name)
-        return spec
-
-    def _checked_definition(self, given):
-        if given is None:
-            return None
-        if not isinstance(given, dict):
-            raise ValidationError('definition must be a dictionary (the prepare phase\'s definition)',
-                                  instance=self.name)
-        return self._target_spec(given)
-
-    def _target_facts(self, spec, req, qemu):
+    def _offer(self, spec, req, qemu, record):
+        """What this node offers the guest, for _migration_checks.target_problems."""
         file_problems = []
         try:
             check_host_files(spec, self.instance.qemu_user)
         except ValidationError as err:
             file_problems.append(err.msg)
-        for other in self.layout.defined_names():
-            if other != self.name:
-                clashes = shared_disks(spec, load_definition(self.layout.paths(other)) or {})
-                if clashes:
-                    file_problems.append('disk %s is used by instance %s here' % (clashes[0], other))
-        bridges = set(b for b in req['bridges'] if bridge_exists(b))
+        clash = disk_clash(self.layout, self.name, spec)
+        if clash:
+            file_problems.append(clash)
+        usable, reason = _qemu.kvm_usable() if req['accel'] == 'kvm' else (True, None)
         return {
-            'available_mb': available_kib(meminfo()) // 1024,
+            'copy': record if record['present'] else None,
+            'memory_mb': available_kib(meminfo()) // 1024, 'memory_word': 'available',
             'margin_mb': self.params['memory_margin_mb'],
             'qemu': qemu,
-            'kvm': _qemu.kvm_usable() if req['accel'] == 'kvm' else (True, None),
-            'bridges': bridges,
+            'kvm': {'usable': usable, 'reason': reason},
+            'missing_bridges': set(b for b in req['bridges'] if not bridge_exists(b)),
             'file_problems': file_problems,
         }
 
@@ -391,7 +302,8 @@ class Migration:
     def migrate(self):
         uri = self.params['uri']
         host, _port = parse_uri(uri)
-        tls = self.tls_plan('client', hostname=host)
+        tls = _migration_tls.plan(self.params, 'client', self.instance.qemu_user or self.known_user, self.name,
+                                  hostname=host)
         with self.locked():
             if self.instance.pid() is None:
                 raise StateError('does not run on this host', instance=self.name)
@@ -427,136 +339,13 @@ class Migration:
         qmp.drain_events()
         result['started_at'] = time.time()
         try:
-            self._send(qmp, uri, pause, result)
+            Outgoing(qmp, self.name, self.params).send(uri, pause, result)
         except MigrationError as err:
             # When it ran, on this node's clock, for whoever reports the failure.
             err.details.update(started_at=result['started_at'], finished_at=time.time())
             raise
         result['finished_at'] = time.time()
         return result
-
-    def _send(self, qmp, uri, pause, result):
-        """migrate, wait for its end (cancelling a stalled or overdue one), and
-        put its status, statistics and timing in result; MigrationError if it
-        did not complete."""
-        started = time.monotonic()
-        try:
-            qmp.execute('migrate', {'uri': uri})
-        except MonitorError as err:
-            self._after_failure(qmp, pause)
-            raise MigrationError('migrate to %s was refused: %s' % (uri, err.desc or err.msg),
-                                 instance=self.name, status='failed')
-        try:
-            outcome, event, seen_at = self._wait(qmp, started)
-        except MonitorTimeout as err:
-            raise MigrationError('the source\'s monitor stopped answering during the migration (%s);'
-                                 ' QEMU holds it while it sends the final state, so the target has'
-                                 ' probably stopped reading: the guest stays paused on the source until'
-                                 ' the connection breaks (kill the target QEMU)' % err.msg,
-                                 instance=self.name, status='unknown')
-        if outcome in ('stalled', 'timeout'):
-            status = self._cancel(qmp)
-        else:
-            status = outcome
-        info = self._settled_info(qmp)
-        if 'ram' not in info:
-            # A failed or cancelled migration reports no figures: the last sample's.
-            info = dict(self.last_sample, **info)
-        stats = extract_stats(info)
-        if status != 'completed':
-            source_state = self._after_failure(qmp, pause)
-            why = {
-                'stalled': 'no progress for %d s (transferred bytes stayed at %s)'
-                           % (self.params['stall_timeout'], stats['transferred_bytes']),
-                'timeout': 'not done within the timeout of %d s' % self.params['timeout'],
-            }.get(outcome, 'QEMU reports it %s%s' % (status, ': %s' % stats['error'] if stats['error'] else ''))
-            raise MigrationError('migration to %s did not complete: %s; QEMU ended it as %s and the'
-                                 ' guest is %s on the source' % (uri, why, status, source_state),
-                                 instance=self.name, status=status, reason=outcome, stats=stats,
-                                 source_run_state=source_state)
-        result.update(status=status, stats=stats, timing=self._timing(event, started, seen_at))
-
-    def _wait(self, qmp, started):
-        """(outcome, event, seen_at): outcome is a terminal status, 'stalled'
-        or 'timeout'; event the terminal MIGRATION event when one was seen;
-        seen_at the wall-clock time the outcome was seen."""
-        progress = Progress(started, self.params['timeout'], self.params['stall_timeout'])
-        switched = False
-        while True:
-            info = qmp.execute('query-migrate') or {}
-            status = info.get('status')
-            if status in MIGRATION_ENDED:
-                return status, self._find_event(qmp, status), time.time()
-            self.last_sample = info
-            ram = info.get('ram') or {}
-            verdict = progress.sample(time.monotonic(), ram.get('transferred', 0))
-            if verdict:
-                return verdict, None, time.time()
-            if self.params['postcopy'] and not switched and status == 'active' and \
-                    ram.get('dirty-sync-count', 0) >= 2:
-                qmp.execute('migrate-start-postcopy')
-                switched = True
-            try:
-                event = qmp.wait_event('MIGRATION', timeout=POLL_INTERVAL, predicate=ends_migration)
-            except MonitorTimeout:
-                continue
-            return event['data']['status'], event, time.time()
-
-    @staticmethod
-    def _find_event(qmp, status):
-        for event in reversed(qmp.drain_events()):
-            if event.get('event') == 'MIGRATION' and (event.get('data') or {}).get('status') == status:
-                return event
-        return None
-
-    def _cancel(self, qmp):
-        status = (qmp.execute('query-migrate') or {}).get('status')
-        if status in POSTCOPY:
-            raise MigrationError('the migration is in postcopy (%s) and cannot be cancelled: the guest\'s'
-                                 ' memory is split between the hosts; leave both QEMUs alone and see the'
-                                 ' QEMU documentation on migrate-recover' % status, instance=self.name,
-                                 status=status)
-        if status in MIGRATION_ENDED:
-            return status
-        qmp.execute('migrate_cancel')
-        try:
-            event = qmp.wait_event('MIGRATION', timeout=CANCEL_WAIT, predicate=ends_migration)
-            return event['data']['status']
-        except MonitorTimeout:
-            status = (qmp.execute('query-migrate') or {}).get('status')
-            if status in MIGRATION_ENDED:
-                return status
-            raise MigrationError('migrate_cancel did not end the migration within %.0f s (status %s)'
-                                 % (CANCEL_WAIT, status), instance=self.name, status=status)
-
-    def _settled_info(self, qmp):
-        deadline = time.monotonic() + STATS_SETTLE
-        while True:
-            info = qmp.execute('query-migrate') or {}
-            if stats_settled(info) or time.monotonic() >= deadline:
-                return info
-            time.sleep(STATS_RETRY)
-
-    def _after_failure(self, qmp, paused_by_us):
-        """Resume a source this run paused (QEMU resumes one it paused itself);
-        the source's run state afterwards."""
-        if paused_by_us:
-            self.resume(qmp)
-        return qmp.execute('query-status')['status']
-
-    @staticmethod
-    def _timing(event, started, seen_at):
-        """How long the phase waited, and how soon after QEMU's completion
-        event (its own timestamp) the run saw it and had its statistics."""
-        now = time.time()
-        timing = {'wait_s': round(time.monotonic() - started, 3), 'completed_at': None,
-                  'completion_seen_after_ms': None, 'returned_after_ms': None}
-        if event and event.get('timestamp'):
-            stamp = event['timestamp']['seconds'] + event['timestamp']['microseconds'] / 1e6
-            timing.update(completed_at=stamp,
-                          completion_seen_after_ms=round((seen_at - stamp) * 1000, 1),
-                          returned_after_ms=round((now - stamp) * 1000, 1))
-        return timing
 
     # -- finalize (target) -------------------------------------------------
     def finalize(self):
@@ -646,9 +435,9 @@ class Migration:
         if not self.check_mode:
             with self.instance.monitor() as qmp:
                 if cancel:
-                    self._cancel(qmp)
+                    Outgoing(qmp, self.name, self.params).cancel()
                 if qmp.execute('query-status')['status'] != 'running':
-                    self.resume(qmp)
+                    resume(qmp, self.name)
         return {'changed': True, 'actions': actions, 'state': 'running', 'pid': record['pid']}
 
     # -- status and recover (either) ----------------------------------------
@@ -685,7 +474,7 @@ class Migration:
                 cancel = role == 'source' and local['migration_status'] in OUTGOING_MIGRATION
                 if cancel and not self.check_mode:
                     with self.instance.monitor() as qmp:
-                        if self._cancel(qmp) == 'completed':
+                        if Outgoing(qmp, self.name, self.params).cancel() == 'completed':
                             raise MigrationError('the migration completed while recover was cancelling it;'
                                                  ' take status on both hosts again', instance=self.name)
                     local, runtime = self.observe()

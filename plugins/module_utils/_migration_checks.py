@@ -1,10 +1,20 @@
 # -*- coding: utf-8 -*-
 # Copyright: hvops.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What a migration target must offer, and why a host cannot take a guest. Pure."""
+"""What a migration target must offer, and why a node cannot take a guest. Pure.
+
+One rule for both who ask: the ``accept`` phase on the target itself (from
+what it reads there) and the evacuation plan on the controller (from the
+target's facts). Each says what it knows in an ``offer``; what it does not
+know is not checked.
+"""
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import vnc_has_password
+from ansible_collections.hvops.kvm.plugins.module_utils._states import DOWN
+
+# MiB a target must have beyond the guest's memory (QEMU's own overhead).
+MEMORY_MARGIN_MB = 128
 
 
 def requirements_of(runtime):
@@ -22,27 +32,47 @@ def requirements_of(runtime):
     }
 
 
-def target_problems(req, facts):
-    """Why this host cannot take the guest, as sentences (empty: it can).
-    ``facts``: available_mb, margin_mb, qemu (query_binary), kvm (usable,
-    reason), bridges (set), file_problems (list)."""
+def target_problems(name, req, offer):
+    """Why a target cannot take guest ``name`` needing ``req``, as sentences
+    (empty: it can). ``offer`` says what the target has; a key left out or
+    None is not checked:
+
+    copy
+        the state (and ``pid``) of an instance of that name there, a dict
+    memory_mb, memory_word
+        the MiB the target can give (``available``, or ``left`` once a plan's
+        other guests are counted); it needs the guest's memory plus
+        ``margin_mb``
+    qemu
+        ``version`` (numbers) and ``machines`` of the target's QEMU
+    kvm
+        ``usable`` and ``reason``, asked only of a guest that runs with KVM
+    missing_bridges, file_problems
+        bridges the target lacks; sentences about the guest's files there
+    """
     problems = []
-    need = req['memory_mb'] + facts['margin_mb']
-    if facts['available_mb'] < need:
-        problems.append('not enough memory: the guest needs %d MiB plus a margin of %d MiB, and %d MiB'
-                        ' are available (MemAvailable)' % (req['memory_mb'], facts['margin_mb'],
-                                                           facts['available_mb']))
-    qemu = facts['qemu']
-    have = tuple(qemu['version'] or ())
-    if req['qemu_version'] and have and have < tuple(req['qemu_version']):
-        problems.append('QEMU here (%s) is older than on the source (%s)'
-                        % (_qemu.version_string(have), _qemu.version_string(req['qemu_version'])))
-    if req['machine'] not in qemu['machines']:
-        problems.append('QEMU here (%s) does not know the machine type %s'
-                        % (_qemu.version_string(have or None), req['machine']))
-    if req['accel'] == 'kvm' and not facts['kvm'][0]:
-        problems.append('the guest runs with KVM and KVM is not usable here (%s)' % facts['kvm'][1])
-    for bridge in req['bridges']:
-        if bridge not in facts['bridges']:
-            problems.append('bridge %s does not exist here' % bridge)
-    return problems + list(facts['file_problems'])
+    copy = offer.get('copy')
+    if copy and copy.get('state') not in DOWN:
+        problems.append('an instance named %s is %s there%s' % (
+            name, copy.get('state'), ' (pid %s)' % copy['pid'] if copy.get('pid') else ''))
+    if offer.get('memory_mb') is not None:
+        need = req['memory_mb'] + offer.get('margin_mb', MEMORY_MARGIN_MB)
+        if need > offer['memory_mb']:
+            problems.append('not enough memory (needs %d MiB, %d MiB %s)'
+                            % (need, offer['memory_mb'], offer.get('memory_word', 'available')))
+    qemu = offer.get('qemu')
+    if qemu is not None:
+        have = tuple(qemu.get('version') or ())
+        if req.get('machine') and req['machine'] not in (qemu.get('machines') or ()):
+            problems.append('QEMU %s does not know the machine type %s'
+                            % (_qemu.version_string(have), req['machine']))
+        want = tuple(req.get('qemu_version') or ())
+        if have and want and have < want:
+            problems.append('QEMU %s is older than the source\'s %s'
+                            % (_qemu.version_string(have), _qemu.version_string(want)))
+    kvm = offer.get('kvm')
+    if req.get('accel') == 'kvm' and kvm is not None and not kvm.get('usable'):
+        problems.append('KVM is not usable%s' % (' (%s)' % kvm['reason'] if kvm.get('reason') else ''))
+    for bridge in sorted(set(req.get('bridges') or ()) & set(offer.get('missing_bridges') or ())):
+        problems.append('no bridge %s' % bridge)
+    return problems + list(offer.get('file_problems') or ())

@@ -8,7 +8,10 @@ import re
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _values
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import MEMORY_MARGIN_MB
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_tls import DEFAULT_TLS_DIR
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT as DEFAULT_MONITOR_TIMEOUT
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS
 
 MIB = 1024 * 1024
@@ -22,8 +25,8 @@ URI_PATTERN = re.compile(r'tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\
 DEFAULTS = {
     'run_dir': None,
     'run_as': DEFAULT_RUN_AS,
-    'monitor_timeout': 10.0,
-    'lock_timeout': 60,
+    'monitor_timeout': DEFAULT_MONITOR_TIMEOUT,
+    'lock_timeout': DEFAULT_LOCK_TIMEOUT,
     'runtime': None,
     'definition': None,
     'vnc_password': None,
@@ -35,7 +38,7 @@ DEFAULTS = {
     'tls_peer': None,
     'tls_hostname': None,
     'qemu_binary': None,
-    'memory_margin_mb': 128,
+    'memory_margin_mb': MEMORY_MARGIN_MB,
     'uri': None,
     'live': True,
     'max_bandwidth_mib': 0,

@@ -101,3 +101,24 @@ def load(qmp, wanted):
         except MonitorError:
             pass
         qmp.execute('object-add', obj)
+
+
+def plan(params, endpoint, user, name=None, hostname=None):
+    """(objects to load, TLS parameters) for one end of a migration (``endpoint``
+    server on the target, client on the source) from a phase's options (tls,
+    tls_dir, tls_peer, tls_hostname); with tls off no objects and parameters
+    that turn TLS off. ``user`` (a QemuUser) must be able to read the
+    credentials: they are checked here, before anything is started."""
+    if not params['tls']:
+        return [], parameters()
+    tls_dir = params['tls_dir']
+    problems = credential_problems(tls_dir, endpoint, user)
+    if problems:
+        raise ValidationError('TLS is asked for, and QEMU cannot use the credentials in %s: %s'
+                              % (tls_dir, '; '.join(problems)), instance=name)
+    if endpoint == 'server':
+        peer = check_peer(params['tls_peer'])
+        return (objects('server', tls_dir, peer),
+                parameters('server', peer=peer))
+    hostname = check_hostname(params['tls_hostname'] or hostname)
+    return objects('client', tls_dir), parameters('client', hostname=hostname)

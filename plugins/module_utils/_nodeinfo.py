@@ -32,7 +32,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._layout import NAME_PATT
 from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
 from ansible_collections.hvops.kvm.plugins.module_utils._proc import (
     PROC, available_kib, flock_held, held_locks, meminfo, read_text, resident_kib, system_uptime)
-from ansible_collections.hvops.kvm.plugins.module_utils._qmp import find_socat
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT, find_socat
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS, lookup, user_of_uid
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
 
@@ -219,7 +219,7 @@ def _spec_value(spec, key):
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def instance_facts(layout, name, run, uptime, held, monitor_timeout=10.0, socat=None):
+def instance_facts(layout, name, run, uptime, held, monitor_timeout=DEFAULT_TIMEOUT, socat=None):
     """(record, instance) for one instance from its files and its process;
     no monitor is opened. ``instance`` is None when the name is unusable."""
     record = {
@@ -289,7 +289,7 @@ def query_state(record, instance):
     return record
 
 
-def scan_instances(layout, run, query=True, monitor_timeout=10.0, socat=None):
+def scan_instances(layout, run, query=True, monitor_timeout=DEFAULT_TIMEOUT, socat=None):
     """(records, problems) for every instance under run_dir.
 
     Without ``query`` no monitor is opened: the records of live instances then
@@ -346,7 +346,7 @@ def public(record):
     return dict((key, value) for key, value in record.items() if not key.startswith('_'))
 
 
-def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_timeout=10.0,
+def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_timeout=DEFAULT_TIMEOUT,
            run_as=DEFAULT_RUN_AS):
     """The kvm_node facts. ``run(argv) -> (rc, stdout, stderr)`` runs QEMU's
     -version and -machine help; nothing else is run and nothing is written."""

@@ -40,6 +40,8 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
 SOCAT_FALLBACK_DIRS = ('/usr/local/bin', '/usr/bin', '/bin')
 READ_SIZE = 65536
 CLOSE_GRACE = 1.0
+# Seconds a session waits for QEMU (the modules' monitor_timeout default).
+DEFAULT_TIMEOUT = 10.0
 STDERR_LIMIT = 4096
 SOCAT_LOG_PREFIX = re.compile(r'^.*?socat\[\d+\] [A-Z] ', re.MULTILINE)
 BUSY_HINT = ('monitor busy: a -qmp socket serves one client at a time; '
@@ -64,7 +66,7 @@ def find_socat(path=None):
 class QmpSession:
     """A QMP session over socat; use as a context manager or open()/close()."""
 
-    def __init__(self, socket_path, instance=None, timeout=10.0, socat=None):
+    def __init__(self, socket_path, instance=None, timeout=DEFAULT_TIMEOUT, socat=None):
         self.socket_path = socket_path
         self.instance = instance
         self.timeout = timeout

@@ -15,24 +15,21 @@ from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import vnc_has_
 from ansible_collections.hvops.kvm.plugins.module_utils._host import check_resources
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError, ValidationError
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
-from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import DEFAULT_SHUTDOWN_TIMEOUT, Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
-from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT as DEFAULT_MONITOR_TIMEOUT
+from ansible_collections.hvops.kvm.plugins.module_utils._locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT, instance_lock
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     load_definition, save_definition)
+from ansible_collections.hvops.kvm.plugins.module_utils._states import DOWN, LIVE
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
-    SPEC_DEFAULTS, check_host_files, normalize_spec, shared_disks)
+    SPEC_DEFAULTS, check_host_files, disk_clash, normalize_spec)
 from ansible_collections.hvops.kvm.plugins.module_utils._values import seconds
 from ansible_collections.hvops.kvm.plugins.module_utils._values import vnc_password as check_vnc_password
 
 STATES = ('present', 'started', 'stopped', 'restarted', 'paused', 'absent')
 STOP_MODES = ('acpi', 'kill')
-LIVE = ('running', 'paused')
 CONSOLE_ESCAPE = '0x1d'  # Ctrl-]
-# Option defaults, shared with the module's argument spec.
-DEFAULT_MONITOR_TIMEOUT = 10.0
-DEFAULT_SHUTDOWN_TIMEOUT = 30
-DEFAULT_LOCK_TIMEOUT = 60
 
 
 def _given(params, key, default):
@@ -88,7 +85,7 @@ class Reconciler:
         stored = load_definition(paths)
         status = self.instance.status()
         current = status['state']
-        if current not in LIVE + ('stopped', 'crashed') and state != 'present':
+        if current not in LIVE + DOWN and state != 'present':
             raise StateError('is %s (a migration is under way or unfinished); refusing to make it %s:'
                              ' finish or recover the migration with hvops.kvm.kvm_migrate first'
                              % (current, state), instance=self.name)
@@ -142,15 +139,9 @@ class Reconciler:
         return qemu_info['cpu_models']
 
     def _check_conflicts(self, spec):
-        for other in self.layout.defined_names():
-            if other == self.name:
-                continue
-            other_spec = load_definition(self.layout.paths(other))
-            if other_spec:
-                clashes = shared_disks(spec, other_spec)
-                if clashes:
-                    raise ValidationError('disk %s is already used by instance %s' % (clashes[0], other),
-                                          instance=self.name)
+        clash = disk_clash(self.layout, self.name, spec)
+        if clash:
+            raise ValidationError(clash, instance=self.name)
 
     def _actions(self, plan):
         state, current = plan['state'], plan['current']

@@ -19,6 +19,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import Validatio
 from ansible_collections.hvops.kvm.plugins.module_utils._extra_args import check_extra_args
 from ansible_collections.hvops.kvm.plugins.module_utils._identity import is_qemu_program
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import validate_name
+from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
 
 DISK_FORMATS = ('raw', 'qcow2')
 DISK_INTERFACES = ('virtio', 'ide', 'scsi')
@@ -270,6 +271,19 @@ def check_host_files(spec, qemu_user=None):
                 ' make every directory above it searchable' % (
                     index, disk['path'], 'readable' if disk['readonly'] else 'readable and writable',
                     qemu_user.name, qemu_user.name), instance=name)
+
+
+def disk_clash(layout, name, spec):
+    """A sentence about the first disk of spec another instance defined in
+    layout uses too (where at least one of them writes), or None."""
+    for other in layout.defined_names():
+        if other == name:
+            continue
+        other_spec = load_definition(layout.paths(other))
+        clashes = shared_disks(spec, other_spec) if other_spec else []
+        if clashes:
+            return 'disk %s is already used by instance %s' % (clashes[0], other)
+    return None
 
 
 def shared_disks(spec, other):

@@ -205,26 +205,13 @@ pending_restart:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS, INSTANCE_SPEC_ARGS
+from ansible_collections.hvops.kvm.plugins.module_utils import _kvm_instance as service
 from ansible_collections.hvops.kvm.plugins.module_utils._module import call_library, exit_with, runner
-from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import (
-    DEFAULT_LOCK_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, STATES, STOP_MODES, run_task)
 
 
 def main():
-    argument_spec = dict(
-        name=dict(type='str', required=True),
-        state=dict(type='str', choices=list(STATES), default='started'),
-        stop_mode=dict(type='str', choices=list(STOP_MODES), default='acpi'),
-        force=dict(type='bool', default=False),
-        shutdown_timeout=dict(type='int', default=DEFAULT_SHUTDOWN_TIMEOUT),
-        lock_timeout=dict(type='int', default=DEFAULT_LOCK_TIMEOUT),
-    )
-    argument_spec.update(HOST_ARGS)
-    argument_spec.update(INSTANCE_SPEC_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-
-    result, diff = call_library(module, run_task, module.params, runner(module), check_mode=module.check_mode)
+    module = AnsibleModule(argument_spec=service.ARGUMENT_SPEC, **service.MODULE_OPTIONS)
+    result, diff = call_library(module, service.run, module.params, runner(module), check_mode=module.check_mode)
     if module._diff:
         result['diff'] = diff
     exit_with(module, result)

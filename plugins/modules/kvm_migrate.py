@@ -575,64 +575,13 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS
-from ansible_collections.hvops.kvm.plugins.module_utils._migration import PHASES, ROLES, run_phase
-from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import DEFAULTS
+from ansible_collections.hvops.kvm.plugins.module_utils import _kvm_migrate as service
 from ansible_collections.hvops.kvm.plugins.module_utils._module import call_library, exit_with, runner
 
 
 def main():
-    argument_spec = dict(
-        name=dict(type='str', required=True),
-        phase=dict(type='str', required=True, choices=list(PHASES)),
-        lock_timeout=dict(type='int', default=DEFAULTS['lock_timeout']),
-        runtime=dict(type='dict'),
-        definition=dict(type='dict'),
-        vnc_password=dict(type='str', no_log=True),
-        migration_address=dict(type='str', default=DEFAULTS['migration_address']),
-        migration_ports=dict(type='str', default=DEFAULTS['migration_ports']),
-        allow_any_address=dict(type='bool', default=DEFAULTS['allow_any_address']),
-        tls=dict(type='bool', default=DEFAULTS['tls']),
-        tls_dir=dict(type='path', default=DEFAULTS['tls_dir']),
-        tls_peer=dict(type='str'),
-        tls_hostname=dict(type='str'),
-        qemu_binary=dict(type='str'),
-        memory_margin_mb=dict(type='int', default=DEFAULTS['memory_margin_mb']),
-        uri=dict(type='str'),
-        live=dict(type='bool', default=DEFAULTS['live']),
-        max_bandwidth_mib=dict(type='int', default=DEFAULTS['max_bandwidth_mib']),
-        downtime_limit_ms=dict(type='int', default=DEFAULTS['downtime_limit_ms']),
-        auto_converge=dict(type='bool', default=DEFAULTS['auto_converge']),
-        throttle_initial=dict(type='int', default=DEFAULTS['throttle_initial']),
-        throttle_increment=dict(type='int', default=DEFAULTS['throttle_increment']),
-        xbzrle=dict(type='bool', default=DEFAULTS['xbzrle']),
-        xbzrle_cache_mb=dict(type='int', default=DEFAULTS['xbzrle_cache_mb']),
-        multifd=dict(type='bool', default=DEFAULTS['multifd']),
-        multifd_channels=dict(type='int', default=DEFAULTS['multifd_channels']),
-        postcopy=dict(type='bool', default=DEFAULTS['postcopy']),
-        return_path=dict(type='bool', default=DEFAULTS['return_path']),
-        timeout=dict(type='int', default=DEFAULTS['timeout']),
-        stall_timeout=dict(type='int', default=DEFAULTS['stall_timeout']),
-        success=dict(type='bool'),
-        target_confirmed_dead=dict(type='bool', default=DEFAULTS['target_confirmed_dead']),
-        role=dict(type='str', choices=list(ROLES)),
-        peer_status=dict(type='dict'),
-        local_status=dict(type='dict'),
-    )
-    argument_spec.update(HOST_ARGS)
-    module = AnsibleModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        required_if=[
-            ('phase', 'accept', ['runtime']),
-            ('phase', 'migrate', ['uri']),
-            ('phase', 'finalize', ['success']),
-            ('phase', 'confirm', ['success']),
-            ('phase', 'recover', ['role', 'peer_status']),
-        ],
-    )
-
-    exit_with(module, call_library(module, run_phase, module.params, runner(module), check_mode=module.check_mode))
+    module = AnsibleModule(argument_spec=service.ARGUMENT_SPEC, **service.MODULE_OPTIONS)
+    exit_with(module, call_library(module, service.run, module.params, runner(module), check_mode=module.check_mode))
 
 
 if __name__ == '__main__':

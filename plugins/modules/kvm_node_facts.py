@@ -405,24 +405,13 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS
-from ansible_collections.hvops.kvm.plugins.module_utils._module import call_library, runner
-from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import gather
+from ansible_collections.hvops.kvm.plugins.module_utils import _kvm_node_facts as service
+from ansible_collections.hvops.kvm.plugins.module_utils._module import call_library, exit_with, runner
 
 
 def main():
-    argument_spec = dict(
-        gather_subset=dict(type='list', elements='str', default=['all']),
-        qemu_binary=dict(type='str'),
-    )
-    argument_spec.update(HOST_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-
-    facts = call_library(module, gather, runner(module), run_dir=module.params['run_dir'],
-                         gather_subset=module.params['gather_subset'],
-                         qemu_binary=module.params['qemu_binary'],
-                         monitor_timeout=module.params['monitor_timeout'], run_as=module.params['run_as'])
-    module.exit_json(changed=False, ansible_facts={'kvm_node': facts})
+    module = AnsibleModule(argument_spec=service.ARGUMENT_SPEC, **service.MODULE_OPTIONS)
+    exit_with(module, call_library(module, service.run, module.params, runner(module), check_mode=module.check_mode))
 
 
 if __name__ == '__main__':

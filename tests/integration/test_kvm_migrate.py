@@ -266,7 +266,7 @@ def test_a_target_that_cannot_take_the_guest_refuses_before_starting_anything(pa
     resident = pair.ok('dst', {'memory': 32, 'accel': 'tcg', 'machine': 'pc', 'state': 'paused',
                                'disks': [{'path': other, 'interface': 'ide'}]}, module=INSTANCE)
     before = pair.nodes['dst'].snapshot()
-    pair.refused('dst', accept, 'already runs here (pid %d' % resident['pid'])
+    pair.refused('dst', accept, 'an instance named vm1 is paused there (pid %d)' % resident['pid'])
     assert pair.nodes['dst'].snapshot() == before
     assert pair.pids('src') == [prepared['pid']]
 

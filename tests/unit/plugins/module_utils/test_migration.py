@@ -2,7 +2,6 @@
 statistics, progress, target checks and the recover decision table."""
 import pytest
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _instance as instance
 from ansible_collections.hvops.kvm.plugins.module_utils import _migration_checks as checks
 from ansible_collections.hvops.kvm.plugins.module_utils import _migration_recover as recover
 from ansible_collections.hvops.kvm.plugins.module_utils import _migration_settings as settings
@@ -205,35 +204,44 @@ def test_requirements_of_a_runtime():
         'vnc_password': True}
 
 
-def facts(**changes):
-    base = {'available_mb': 4096, 'margin_mb': 128,
+def offer(**changes):
+    base = {'memory_mb': 4096, 'margin_mb': 128,
             'qemu': {'version': (7, 2, 22), 'machines': {'pc-i440fx-7.2': None, 'pc': 'pc-i440fx-7.2'}},
-            'kvm': (True, None), 'bridges': {'br0'}, 'file_problems': []}
+            'kvm': {'usable': True, 'reason': None}, 'missing_bridges': set(), 'file_problems': []}
     base.update(changes)
     return base
 
 
 def test_a_fitting_target_has_no_problems():
-    assert checks.target_problems(checks.requirements_of(runtime()), facts()) == []
-    newer = facts(qemu={'version': (8, 0, 0), 'machines': {'pc-i440fx-7.2': None}})
-    assert checks.target_problems(checks.requirements_of(runtime()), newer) == []
+    assert checks.target_problems('vm1', checks.requirements_of(runtime()), offer()) == []
+    newer = offer(qemu={'version': (8, 0, 0), 'machines': {'pc-i440fx-7.2': None}})
+    assert checks.target_problems('vm1', checks.requirements_of(runtime()), newer) == []
+    # What the asker does not know is not checked.
+    assert checks.target_problems('vm1', checks.requirements_of(runtime()), {}) == []
 
 
 @pytest.mark.parametrize('changes, words', [
-    ({'available_mb': 639}, 'not enough memory'),
-    ({'qemu': {'version': (7, 1, 0), 'machines': {'pc-i440fx-7.2': None}}}, 'older than on the source'),
+    ({'memory_mb': 639}, 'not enough memory (needs 640 MiB, 639 MiB available)'),
+    ({'memory_mb': 639, 'memory_word': 'left'}, 'not enough memory (needs 640 MiB, 639 MiB left)'),
+    ({'qemu': {'version': (7, 1, 0), 'machines': {'pc-i440fx-7.2': None}}}, "QEMU 7.1.0 is older than the source's"),
     ({'qemu': {'version': (7, 2, 22), 'machines': {'pc-i440fx-7.1': None}}}, 'machine type pc-i440fx-7.2'),
-    ({'kvm': (False, '/dev/kvm: No such file or directory')}, 'KVM is not usable'),
-    ({'bridges': set()}, 'bridge br0 does not exist'),
+    ({'kvm': {'usable': False, 'reason': '/dev/kvm: No such file or directory'}},
+     'KVM is not usable (/dev/kvm: No such file or directory)'),
+    ({'missing_bridges': {'br0', 'br9'}}, 'no bridge br0'),
     ({'file_problems': ['disk 0 (/srv/vm1.img) does not exist']}, 'does not exist'),
+    ({'copy': {'state': 'paused', 'pid': 42}}, 'an instance named vm1 is paused there (pid 42)'),
 ])
 def test_each_target_problem_is_named(changes, words):
-    problems = checks.target_problems(checks.requirements_of(runtime()), facts(**changes))
+    problems = checks.target_problems('vm1', checks.requirements_of(runtime()), offer(**changes))
     assert len(problems) == 1 and words in problems[0], problems
 
 
 def test_memory_is_enough_at_exactly_guest_plus_margin():
-    assert checks.target_problems(checks.requirements_of(runtime()), facts(available_mb=640)) == []
+    assert checks.target_problems('vm1', checks.requirements_of(runtime()), offer(memory_mb=640)) == []
+
+
+def test_a_stopped_copy_is_no_clash():
+    assert checks.target_problems('vm1', checks.requirements_of(runtime()), offer(copy={'state': 'stopped'})) == []
 
 
 # -- recover ---------------------------------------------------------------------------------

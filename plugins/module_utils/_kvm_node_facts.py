@@ -1,0 +1,23 @@
+# -*- coding: utf-8 -*-
+# Copyright: hvops.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The service of the kvm_node_facts module: its argument spec and the facts."""
+
+from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS
+from ansible_collections.hvops.kvm.plugins.module_utils._nodeinfo import gather
+
+ARGUMENT_SPEC = dict(
+    gather_subset=dict(type='list', elements='str', default=['all']),
+    qemu_binary=dict(type='str'),
+    **HOST_ARGS
+)
+MODULE_OPTIONS = dict(supports_check_mode=True)
+
+
+def run(params, run_command, check_mode=False):
+    """The module's result: the kvm_node facts (it never changes anything,
+    so check mode runs the same)."""
+    facts = gather(run_command, run_dir=params['run_dir'], gather_subset=params['gather_subset'],
+                   qemu_binary=params['qemu_binary'], monitor_timeout=params['monitor_timeout'],
+                   run_as=params['run_as'])
+    return {'changed': False, 'ansible_facts': {'kvm_node': facts}}
