@@ -433,9 +433,9 @@ class TinyGuests:
 
     def __init__(self, label='tiny'):
         from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
-        from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+        from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
         self.base = short_tempdir(label)
-        self.layout = HostLayout(os.path.join(self.base, 'run'))
+        self.layout = NodeLayout(os.path.join(self.base, 'run'))
         self.info = _qemu.query_binary(run, _qemu.find_qemu())
         self.machine = _qemu.pin_machine(self.info, 'pc')
         self.instances = []

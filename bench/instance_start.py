@@ -33,7 +33,7 @@ from bench import common  # noqa: E402
 from bench.common import BarChart, Samples, Settler, Table, fmt  # noqa: E402
 
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout  # noqa: E402
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout  # noqa: E402
 from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import run_task  # noqa: E402
 
 NAME = 'instance_start'
@@ -54,7 +54,7 @@ class Host:
         self.args_file = os.path.join(self.base, 'args.json')
         with open(self.args_file, 'w') as handle:
             json.dump({'ANSIBLE_MODULE_ARGS': self.args}, handle)
-        self.instance = Instance(HostLayout(self.run_dir), GUEST, common.run)
+        self.instance = Instance(NodeLayout(self.run_dir), GUEST, common.run)
 
     def start(self, way):
         start = time.perf_counter()

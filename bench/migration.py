@@ -63,7 +63,7 @@ from bench.common import BarChart, Samples, Settler, Table, fmt, fmt_ratio, fmt_
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _instance, _migration  # noqa: E402
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout  # noqa: E402
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout  # noqa: E402
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (  # noqa: E402
     DEFAULTS, capabilities, parameters)
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_stats import extract_stats  # noqa: E402
@@ -133,7 +133,7 @@ class Lab:
         self.ram_file_mib = 0
 
     def disk(self, variant='normal', dirty_mib=64):
-        """A copy of the test guest image both hosts see (shared storage)."""
+        """A copy of the test guest image both nodes see (shared storage)."""
         key = (variant, dirty_mib)
         if key not in self.images:
             path = os.path.join(self.base, 'disk-%s%s.img' % (variant, dirty_mib if variant == 'dirty' else ''))
@@ -154,7 +154,7 @@ class Lab:
         return self.ram_file
 
     def layout(self, host):
-        return HostLayout(self.run_dirs[host])
+        return NodeLayout(self.run_dirs[host])
 
     def instance(self, host):
         return Instance(self.layout(host), GUEST, common.run)
@@ -216,7 +216,7 @@ class Lab:
         return common.RawQmp(self.layout(host).paths(GUEST).qmp)
 
     def reset(self):
-        """Kill the guest on both hosts and remove its files."""
+        """Kill the guest on both nodes and remove its files."""
         for host in ('a', 'b'):
             if os.path.isdir(self.run_dirs[host]):
                 try:
@@ -715,7 +715,7 @@ def report_end_to_end(rep, samples, memory):
             % (way, total, own, modules, module_tasks - own, (module_tasks - own) / float(modules),
                median(play, 'other'), median(play, 'outside tasks')))
     table.notes.append('Task times from ansible-core\'s junit callback; status counts the baseline\'s status tasks'
-                       ' on both hosts. Every way runs in every round, in alternating order.')
+                       ' on both nodes. Every way runs in every round, in alternating order.')
     rep.table(table)
 
 

@@ -21,8 +21,8 @@ Design:
   an SSH ProxyCommand, ``ip netns exec hvk-a socat STDIO TCP:127.0.0.1:22``:
   nothing is added to the root namespace (no address, no route, no interface)
   and the management path does not use the veth link, so Ansible keeps
-  reaching both hosts while a test has cut the link between them.
-* The namespaces share the filesystem: both hosts see the same QEMU binaries
+  reaching both nodes while a test has cut the link between them.
+* The namespaces share the filesystem: both nodes see the same QEMU binaries
   and disk images (like shared storage); each gets its own run_dir.
 * Everything lives under one short directory (default /tmp/hvk-lab), so unix
   socket paths under the run_dirs stay well below the 108-byte limit.
@@ -380,10 +380,10 @@ class Lab:
         return [SSHD, '-D', '-e', '-f', host.sshd_config]
 
     def _is_our_sshd(self, pid, host):
-        """pid runs this host's sshd: its command line names the lab's sshd
-        binary and this host's config (sshd rewrites the listener's title to
+        """pid runs this node's sshd: its command line names the lab's sshd
+        binary and this node's config (sshd rewrites the listener's title to
         'sshd: /usr/sbin/sshd -D -e -f CONFIG [listener] ...', so the words
-        are matched in order, not the whole argv), and it lives in the host's
+        are matched in order, not the whole argv), and it lives in the node's
         namespace (when that namespace still exists)."""
         argv = _cmdline(pid)
         if not argv:
@@ -653,7 +653,7 @@ class Lab:
         lines = ['---', '# hvops.kvm two-host test lab %r, written by tools/lab.py; removed by `lab.py down`.'
                  % self.name,
                  '# SSH goes through `ip netns exec NAMESPACE socat` to the sshd on the namespace\'s own',
-                 '# 127.0.0.1; kvm_migration_address is the host\'s address on the link between the hosts.']
+                 '# 127.0.0.1; kvm_migration_address is the node\'s address on the link between the hosts.']
         _yaml_lines(self.inventory_data(), 0, lines)
         tmp = self.inventory + '.tmp'
         with open(tmp, 'w') as handle:

@@ -155,7 +155,7 @@ class _Run:
                     ' entry point of hvops.kvm.migrate (playbooks/recover.yml -e instance=%s -e source=%s'
                     ' -e target=%s) first' % (name, on, name, since, on))
         if source.get('present') and target.get('present'):
-            return ('%s has a copy on both hosts (%s on %s, %s on %s); refusing to migrate onto it. After an'
+            return ('%s has a copy on both nodes (%s on %s, %s on %s); refusing to migrate onto it. After an'
                     ' interrupted migration, run the recover entry point of hvops.kvm.migrate'
                     ' (playbooks/recover.yml); otherwise remove the copy that should not be there'
                     % (name, source.get('state'), s_host, target.get('state'), t_host))
@@ -262,7 +262,7 @@ class _Run:
         elif _failed(self.rollback_target):
             runs_on, pid = None, None
             what = ('Rollback stopped: removing the incoming copy on %s failed (%s), so the guest was NOT resumed'
-                    ' on %s (the copy on %s may be alive). Look at both hosts, then %s.'
+                    ' on %s (the copy on %s may be alive). Look at both nodes, then %s.'
                     % (self.target, self.rollback_target.get('msg', 'unknown error'), self.source, self.target,
                        self.recover_hint))
         elif rolled_back:

@@ -11,7 +11,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIME
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
     ACCELERATORS, DISK_CACHE_MODES, DISK_FORMATS, DISK_INTERFACES, NIC_MODELS, NIC_TYPES)
 
-# doc fragment hvops.kvm.host
+# doc fragment hvops.kvm.node
 HOST_ARGS = dict(
     run_dir=dict(type='path', default=DEFAULT_RUN_DIR),
     monitor_timeout=dict(type='float', default=DEFAULT_MONITOR_TIMEOUT),

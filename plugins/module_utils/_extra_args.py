@@ -19,7 +19,7 @@ import re
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
 
-# Properties that name something on the host: a file, a device, a socket, a
+# Properties that name something on the node: a file, a device, a socket, a
 # backend object, a file descriptor or a helper program.
 HOST_PROPERTIES = frozenset((
     'audiodev', 'backend', 'bootfile', 'chardev', 'dir', 'downscript', 'drive', 'fd', 'fds', 'file',

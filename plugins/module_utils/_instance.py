@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: hvops.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The life of one instance on one host: observe, start, stop, pause, resume.
+"""The life of one instance on one node: observe, start, stop, pause, resume.
 
 Every operation first finds the live QEMU through _identity (pidfile lock plus
 cmdline), talks to it only through QMP, and signals nothing it has not
@@ -35,7 +35,7 @@ MAX_MONITOR_TIMEOUT = 3600.0
 
 
 class Instance:
-    """One instance in a HostLayout. ``run(argv) -> (rc, stdout, stderr)``;
+    """One instance in a NodeLayout. ``run(argv) -> (rc, stdout, stderr)``;
     ``qemu_user`` (a _qemu_user.QemuUser) is who QEMU runs as, needed to start it."""
 
     def __init__(self, layout, name, run, monitor_timeout=DEFAULT_TIMEOUT, socat=None, qemu_user=None):

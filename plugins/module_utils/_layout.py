@@ -1,9 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: hvops.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Where an instance's files live on a host.
+"""Where an instance's files live on a node.
 
-A host keeps all hvops.kvm state under one ``run_dir``::
+A node keeps all hvops.kvm state under one ``run_dir``::
 
     run_dir/pid/NAME.pid          QEMU's pidfile (QEMU holds a lock on it while alive);
                                   pid/ belongs to the QEMU user, so that a QEMU that
@@ -58,8 +58,8 @@ def validate_name(name):
     return name
 
 
-class HostLayout:
-    """The state directory of one host (or one simulated host in tests)."""
+class NodeLayout:
+    """The state directory of one node (or one simulated node in tests)."""
 
     def __init__(self, run_dir=None):
         run_dir = run_dir or DEFAULT_RUN_DIR

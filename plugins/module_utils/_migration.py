@@ -1,9 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: hvops.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Live migration of one instance from a source host to a target host, in phases.
+"""Live migration of one instance from a source node to a target node, in phases.
 
-Each phase runs on the host it names, under that host's instance lock; a play
+Each phase runs on the node it names, under that node's instance lock; a play
 carries each phase's result to the next (as libvirt's v3 migration protocol
 and Ganeti's MigrationInfo / AcceptInstance / MigrateInstance /
 FinalizeMigration do)::
@@ -22,7 +22,7 @@ FinalizeMigration do)::
     confirm   source  success: stop the migrated-away copy, remove its files;
                       failure: resume the guest here, once the target is dead
     status    either  what the copy here looks like, for recover
-    recover   either  after an interrupted run, from both hosts' status: keep
+    recover   either  after an interrupted run, from both nodes' status: keep
                       exactly one copy; never start a guest that runs nowhere
 
 What keeps a guest from running twice: the target's QEMU starts with -S and
@@ -48,9 +48,9 @@ from ansible_collections.hvops.kvm.plugins.module_utils import _migration_tls, _
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MigrationError, MonitorError, StateError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
-from ansible_collections.hvops.kvm.plugins.module_utils._host import bridge_exists
+from ansible_collections.hvops.kvm.plugins.module_utils._resources import bridge_exists
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import requirements_of, target_problems
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_intake import checked_definition, checked_runtime
@@ -73,7 +73,7 @@ BUSY_PORT = 'Address already in use'
 
 # -- the phases ----------------------------------------------------------------------
 def run_phase(params, run, check_mode=False):
-    """Run one phase on this host; return its result (with ``warnings``)."""
+    """Run one phase on this node; return its result (with ``warnings``)."""
     phase = params.get('phase')
     if phase not in PHASES:
         raise ValidationError('unknown phase %r (choose from %s)' % (phase, ', '.join(PHASES)))
@@ -86,14 +86,14 @@ def run_phase(params, run, check_mode=False):
 
 
 class Migration:
-    """One phase of one instance's migration on this host."""
+    """One phase of one instance's migration on this node."""
 
     def __init__(self, params, run, check_mode=False):
         self.params = dict(DEFAULTS)
         self.params.update((key, value) for key, value in params.items() if value is not None)
         check_options(self.params)
         self.name = params.get('name')
-        self.layout = HostLayout(self.params['run_dir'])
+        self.layout = NodeLayout(self.params['run_dir'])
         self.known_user = _qemu_user.lookup(self.params['run_as'])
         self.layout.verify(self.known_user)
         self.instance = Instance(self.layout, self.name, run,
@@ -106,7 +106,7 @@ class Migration:
     # -- common ----------------------------------------------------------
     @contextlib.contextmanager
     def locked(self):
-        """The instance lock of this host; check mode takes none (it writes nothing)."""
+        """The instance lock of this node; check mode takes none (it writes nothing)."""
         if self.check_mode:
             yield
             return
@@ -140,7 +140,7 @@ class Migration:
 
     def adopt(self, record, runtime):
         """Make the live copy here the guest, running; the actions (only
-        predicted in check mode). An incoming copy becomes this host's instance
+        predicted in check mode). An incoming copy becomes this node's instance
         first: its definition, and a runtime that restarts it normally."""
         actions = ['define', 'write_runtime'] if record['incoming'] else []
         if record['kind'] != 'running':
@@ -183,7 +183,7 @@ class Migration:
     def _not_migratable(record, runtime):
         """Why the copy here cannot be migrated, or None."""
         if not record['present']:
-            return 'does not run on this host (it is %s); only a running guest is migrated' % record['state']
+            return 'does not run on this node (it is %s); only a running guest is migrated' % record['state']
         if record['run_state'] != 'running':
             return 'is %s (QEMU run state %s), not running; only a running guest is migrated%s' % (
                 record['state'], record['run_state'], ': %s' % record['error'] if record['error'] else '')
@@ -306,7 +306,7 @@ class Migration:
                                   hostname=host)
         with self.locked():
             if self.instance.pid() is None:
-                raise StateError('does not run on this host', instance=self.name)
+                raise StateError('does not run on this node', instance=self.name)
             with self.instance.monitor() as qmp:
                 return self._migrate(qmp, uri, tls)
 
@@ -422,7 +422,7 @@ class Migration:
     def _confirm_failure(self, record):
         if not record['present']:
             raise MigrationError('the source copy is gone (%s): nothing to resume here; run status on'
-                                 ' both hosts and then recover' % record['state'], instance=self.name)
+                                 ' both nodes and then recover' % record['state'], instance=self.name)
         if record['run_state'] == 'running' and record['migration_status'] not in OUTGOING_MIGRATION:
             return {'state': 'running', 'pid': record['pid']}
         if not self.params['target_confirmed_dead']:
@@ -451,7 +451,7 @@ class Migration:
             raise ValidationError('role must be source or target', instance=self.name)
         peer = self.params['peer_status']
         if not isinstance(peer, dict) or 'present' not in peer:
-            raise ValidationError('peer_status must be the status phase\'s result on the other host',
+            raise ValidationError('peer_status must be the status phase\'s result on the other node',
                                   instance=self.name)
         with self.locked():
             local, runtime = self.observe()
@@ -461,7 +461,7 @@ class Migration:
             if expected is not None and copy_kind(expected) != local['kind'] and \
                     (copy_kind(expected), local['kind']) != ('incoming-partial', 'absent'):
                 raise MigrationError('the copy here changed since status was taken (%s, now %s); take'
-                                     ' status on both hosts again' % (copy_kind(expected), local['kind']),
+                                     ' status on both nodes again' % (copy_kind(expected), local['kind']),
                                      instance=self.name)
             pair = (local, peer) if role == 'source' else (peer, local)
             decision = decide(*pair)
@@ -476,7 +476,7 @@ class Migration:
                     with self.instance.monitor() as qmp:
                         if Outgoing(qmp, self.name, self.params).cancel() == 'completed':
                             raise MigrationError('the migration completed while recover was cancelling it;'
-                                                 ' take status on both hosts again', instance=self.name)
+                                                 ' take status on both nodes again', instance=self.name)
                     local, runtime = self.observe()
                 actions = (['cancel'] if cancel else []) + self.adopt(local, runtime)
                 result.update(state='running')

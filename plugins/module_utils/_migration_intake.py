@@ -16,7 +16,7 @@ def checked_runtime(name, given, binary=None):
 
     Nothing host-side of it is taken: the argv is never run (the target
     builds its own from the spec), the spec's extra_args pass the same
-    rules as at kvm_instance time, and the QEMU binary is this host's.
+    rules as at kvm_instance time, and the QEMU binary is this node's.
     """
     if not isinstance(given, dict) or not runtime_shape_ok(given):
         raise ValidationError('runtime must be the runtime returned by the prepare phase'
@@ -48,7 +48,7 @@ def checked_runtime(name, given, binary=None):
 def target_spec(name, source_spec, binary=None):
     """A spec from the source checked here by every rule of a kvm_instance
     task (a QEMU binary of a name kvm_instance refuses betrays a tampered
-    runtime), then given this host's QEMU binary: the source's never runs."""
+    runtime), then given this node's QEMU binary: the source's never runs."""
     spec = normalize_spec(name, dict((k, v) for k, v in source_spec.items() if k in SPEC_DEFAULTS))
     spec['qemu_binary'] = qemu_binary(binary, name)
     return spec

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Deciding, after an interrupted migration, which copy of the guest to keep.
 
-Both hosts reach the same answer from the same two status records. Pure."""
+Both nodes reach the same answer from the same two status records. Pure."""
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import MigrationError
 from ansible_collections.hvops.kvm.plugins.module_utils._states import copy_kind
@@ -12,7 +12,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._states import copy_kind
 def decide(source, target):
     """Which copy to keep after an interrupted migration: 'source', 'target'
     or None (the guest runs nowhere and none of its copies may be started).
-    Both hosts reach the same answer from the same two status records.
+    Both nodes reach the same answer from the same two status records.
 
     The newest state wins: a running copy; else a target that was finalized
     (it may have run) or that holds a completed incoming migration the source
@@ -26,10 +26,10 @@ def decide(source, target):
                                  ' runs there' % (role, kind, ' (a phase is running there)' if kind == 'busy'
                                                   else ' (its monitor did not answer)'))
     if s.startswith('incoming'):
-        raise MigrationError('the copy on the source host is an unfinished migration target: are the'
+        raise MigrationError('the copy on the source node is an unfinished migration target: are the'
                              ' roles swapped?')
     if s == 'running' and t == 'running':
-        raise MigrationError('the guest runs on both hosts: refusing to choose; stop one copy by hand'
+        raise MigrationError('the guest runs on both nodes: refusing to choose; stop one copy by hand'
                              ' (the one whose disk writes you can lose)')
     if s == 'running':
         return {'keep': 'source', 'reason': 'the guest runs on the source'}

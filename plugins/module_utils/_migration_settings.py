@@ -88,7 +88,7 @@ def listen_address(value, allow_unspecified=False):
     of them (0.0.0.0, ::) unless ``allow_unspecified``."""
     address = _values.ip_address(value, 'migration_address')
     if address in ('0.0.0.0', '::') and not allow_unspecified:
-        raise ValidationError('migration_address %s listens on every address of this host; give the'
+        raise ValidationError('migration_address %s listens on every address of this node; give the'
                               ' address of the migration network (or set allow_any_address: true)'
                               % address)
     return address

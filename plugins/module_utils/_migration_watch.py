@@ -124,7 +124,7 @@ class Outgoing:
         status = (self.qmp.execute('query-migrate') or {}).get('status')
         if status in POSTCOPY:
             raise MigrationError('the migration is in postcopy (%s) and cannot be cancelled: the guest\'s'
-                                 ' memory is split between the hosts; leave both QEMUs alone and see the'
+                                 ' memory is split between the nodes; leave both QEMUs alone and see the'
                                  ' QEMU documentation on migrate-recover' % status, instance=self.name,
                                  status=status)
         if status in MIGRATION_ENDED:

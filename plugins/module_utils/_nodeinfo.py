@@ -28,7 +28,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils import _identity, _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     KvmError, MissingBinaryError, ProcessError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import NAME_PATTERN, HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NAME_PATTERN, NodeLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
 from ansible_collections.hvops.kvm.plugins.module_utils._proc import (
     PROC, available_kib, flock_held, held_locks, meminfo, read_text, resident_kib, system_uptime)
@@ -333,7 +333,7 @@ def scan_instances(layout, run, query=True, monitor_timeout=DEFAULT_TIMEOUT, soc
 
 
 def run_dir_problems(layout, qemu_user=None):
-    """What is wrong with run_dir itself (the rules of HostLayout.verify). A
+    """What is wrong with run_dir itself (the rules of NodeLayout.verify). A
     missing run_dir is fine: it is made on first use."""
     try:
         layout.verify(qemu_user)
@@ -351,7 +351,7 @@ def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_time
     """The kvm_node facts. ``run(argv) -> (rc, stdout, stderr)`` runs QEMU's
     -version and -machine help; nothing else is run and nothing is written."""
     subsets = resolve_subsets(gather_subset)
-    layout = HostLayout(run_dir)
+    layout = NodeLayout(run_dir)
     facts = {'run_dir': layout.run_dir, 'gather_subset': subsets}
     problems = []
     cpu = None

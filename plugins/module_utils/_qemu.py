@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: hvops.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The QEMU binary of a host: where it is, its version, its machine types,
+"""The QEMU binary of a node: where it is, its version, its machine types,
 and which accelerator it can use."""
 
 import fcntl

@@ -12,11 +12,11 @@ import shlex
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu, _qemu_user
 from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import vnc_has_password
-from ansible_collections.hvops.kvm.plugins.module_utils._host import check_resources
+from ansible_collections.hvops.kvm.plugins.module_utils._resources import check_resources
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError, ValidationError
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import DEFAULT_SHUTDOWN_TIMEOUT, Instance
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT as DEFAULT_MONITOR_TIMEOUT
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT, instance_lock
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
@@ -48,7 +48,7 @@ class Reconciler:
     def __init__(self, params, run):
         self.params = params
         self.name = params['name']
-        self.layout = HostLayout(params.get('run_dir'))
+        self.layout = NodeLayout(params.get('run_dir'))
         self.instance = Instance(self.layout, self.name, run,
                                  monitor_timeout=_given(params, 'monitor_timeout', DEFAULT_MONITOR_TIMEOUT))
         self.shutdown_timeout = seconds(_given(params, 'shutdown_timeout', DEFAULT_SHUTDOWN_TIMEOUT),
@@ -104,7 +104,7 @@ class Reconciler:
             if will_start:
                 self.instance.qemu_user = _qemu_user.resolve(run_as)
             if spec != stored or will_start:
-                # Everything this host can check is checked before the
+                # Everything this node can check is checked before the
                 # definition is stored or QEMU started.
                 check_host_files(spec, self.instance.qemu_user)
                 check_resources(spec, self.cpu_models(qemu_info) if spec['cpu_model'] else None)

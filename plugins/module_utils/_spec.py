@@ -6,7 +6,7 @@ is written or started.
 
 The spec is a plain JSON-able dict. ``normalize_spec`` fills defaults and
 refuses bad values; ``check_host_files`` refuses paths that do not exist on
-this host. Neither touches anything.
+this node. Neither touches anything.
 """
 
 import hashlib
@@ -114,7 +114,7 @@ def _list_of_dicts(value, what, name):
 
 def qemu_binary(value, name=None):
     """A QEMU binary the identity check will recognise (qemu-system-*, kvm,
-    qemu-kvm), or None for the host's default."""
+    qemu-kvm), or None for the node's default."""
     if value is None:
         return None
     if not isinstance(value, str) or not value or '\n' in value or '\0' in value or \
@@ -244,7 +244,7 @@ def normalize_spec(name, params):
 
 
 def check_host_files(spec, qemu_user=None):
-    """Refuse a spec whose kernel, initrd or disks do not exist on this host,
+    """Refuse a spec whose kernel, initrd or disks do not exist on this node,
     or whose disks the QEMU user (``qemu_user``) could not open: QEMU opens
     them again as that user when a migration hands them over."""
     name = spec['name']

@@ -10,7 +10,7 @@ outlives its QEMU and is removed when the instance's files are cleaned up.
 
 Tap names: ``hk`` + 8 hex digits of the run_dir and instance name + ``n`` + the
 NIC's index (at most 15 characters), so that the taps of one instance are
-found again from its name alone and two run_dirs on one host never clash.
+found again from its name alone and two run_dirs on one node never clash.
 """
 
 import hashlib

@@ -22,7 +22,7 @@ description:
 author:
   - hvops.kvm developers (@hvops)
 extends_documentation_fragment:
-  - hvops.kvm.host
+  - hvops.kvm.node
   - hvops.kvm.instance_spec
 attributes:
   check_mode:

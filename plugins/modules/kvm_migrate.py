@@ -46,7 +46,7 @@ description:
 author:
   - hvops.kvm developers (@hvops)
 extends_documentation_fragment:
-  - hvops.kvm.host
+  - hvops.kvm.node
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -134,7 +134,7 @@ options:
   tls_hostname:
     description:
       - C(migrate) with O(tls). The name the target's certificate must carry; by
-        default the host of O(uri) (the target's certificates carry its migration
+        default the node of O(uri) (the target's certificates carry its migration
         address).
     type: str
   allow_any_address:

@@ -27,7 +27,7 @@ description:
 author:
   - hvops.kvm developers (!UNKNOWN)
 extends_documentation_fragment:
-  - hvops.kvm.host
+  - hvops.kvm.node
 attributes:
   check_mode:
     description: Can run in check mode and predict its result without changing the node.

@@ -10,7 +10,7 @@ from conftest import GUEST_DIR, require_kvm
 
 BANNER = r'^hvops-guest variant=(\w+) start=(\d+) pm=0x([0-9a-f]{4})(?: dirty_mib=(\d+))?$'
 TCG_BOOT = 20.0      # seconds to the banner; about 0.1 s when the machine is idle
-KVM_BOOT = 60.0      # about 3.6 s here: SeaBIOS is slow under this host's KVM
+KVM_BOOT = 60.0      # about 3.6 s here: SeaBIOS is slow under this node's KVM
 
 
 def banner(qemu, timeout=TCG_BOOT):

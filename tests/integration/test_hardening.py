@@ -320,9 +320,9 @@ def test_a_monitor_timeout_that_is_not_a_time_is_refused(node, guest_image, valu
 
 @pytest.mark.parametrize('extra, words', [
     ({'memory': 1000000000000}, 'memory'),
-    ({'memory': 8 * 1024 * 1024}, 'more than this host has'),
+    ({'memory': 8 * 1024 * 1024}, 'more than this node has'),
     ({'vcpus': 4096}, 'vcpus'),
-    ({'vcpus': 64}, 'CPUs of this host'),
+    ({'vcpus': 64}, 'CPUs of this node'),
     ({'cpu_model': 'nosuchcpu'}, 'not known to this QEMU'),
     ({'nics': [{'type': 'bridge', 'bridge': 'hknobr0'}]}, 'bridge hknobr0 does not exist'),
     ({'qemu_binary': '/bin/true'}, 'qemu_binary'),

@@ -71,7 +71,7 @@ class Pair(LocalNodes):
 
     def start_guest(self, image, memory=32):
         """Boot the test guest on src through kvm_instance; the disk lies where
-        both hosts see it (shared storage)."""
+        both nodes see it (shared storage)."""
         shutil.copyfile(image, self.disk)
         give_to_qemu(self.disk)
         return self.ok('src', {'memory': memory, 'accel': 'tcg', 'machine': 'pc', 'state': 'started',

@@ -23,7 +23,7 @@ from qemu_procs import qemu_processes_under, wait_until
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import resolve as resolve_qemu_user
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import save_definition
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec
@@ -83,7 +83,7 @@ def foreign_qemu(tmp_path):
 
 def start_with_library(node, qemu, name, memory=16, paused=False, incoming=None):
     """Start a tiny diskless guest through Instance, as kvm_instance would."""
-    layout = HostLayout(node.run_dir)
+    layout = NodeLayout(node.run_dir)
     spec = normalize_spec(name, {'memory': memory, 'accel': 'tcg', 'machine': qemu['pinned'],
                                  'serial_console': False})
     instance = Instance(layout, name, run, qemu_user=resolve_qemu_user(QEMU_USER))

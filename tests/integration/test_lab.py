@@ -190,7 +190,7 @@ def test_cut_link_stops_traffic_and_restore_link_brings_it_back(lab, echo_server
         assert cut.returncode != 0 and cut.stdout == '', cut
         assert time.monotonic() - start < 10
         # Management goes over each namespace's loopback, not the link: Ansible
-        # still reaches both hosts while the link is cut.
+        # still reaches both nodes while the link is cut.
         results = host_results(adhoc(lab, 'ansible.builtin.ping', PING), lab)
         assert all(result['ping'] == 'pong' for result in results.values())
     finally:

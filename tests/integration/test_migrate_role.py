@@ -408,7 +408,7 @@ def test_recover_playbook_after_interrupted_runs(loop, guest_image):
 
 def test_twenty_migrations_leave_nothing_behind(loop, guest_image):
     """20 migrations, there and back ten times, through the phases the role
-    runs (status on both hosts, prepare, accept, migrate, finalize, confirm),
+    runs (status on both nodes, prepare, accept, migrate, finalize, confirm),
     in this process for speed."""
     legs = 20
     started = loop.start_guest(guest_image('normal'))
@@ -493,7 +493,7 @@ def lab_guest(lab, guest_image):
 
 
 def lab_rx_bytes(lab, host):
-    """Bytes received on the host's end of the link between the namespaces."""
+    """Bytes received on the node's end of the link between the namespaces."""
     done = lab.run(host.name, ['cat', '/sys/class/net/%s/statistics/rx_bytes' % host.veth])
     assert done.returncode == 0, done.stderr
     return int(done.stdout)

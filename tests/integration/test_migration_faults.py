@@ -6,7 +6,7 @@ goes over the veth link between them, to the target's kvm_migration_address.
 The guest is the test guest of tests/guest under TCG, its disk a file both
 namespaces open (they share the filesystem, like shared storage).
 
-After each fault exactly one copy of the guest runs, on the host the module
+After each fault exactly one copy of the guest runs, on the node the module
 chose, and its tick counter went on (read from the serial socket in that
 host's run_dir, reachable from here: the filesystem is shared), and the other
 host has no QEMU and no file of the instance left.
@@ -18,7 +18,7 @@ on, orphaned); a guest dirtying memory faster than the bandwidth allows.
 
 One lab for the module; each test uses an instance name of its own, and its
 teardown restores the link and kills (continuing stopped ones first) every
-QEMU of that instance on both hosts.
+QEMU of that instance on both nodes.
 """
 import json
 import os
@@ -137,7 +137,7 @@ class Faults:
 
     def assert_only_on(self, host, before, pid=None):
         """Exactly one QEMU of the instance, on host, its counter going on from
-        before (the same guest, not a new boot); nothing of it on the other host."""
+        before (the same guest, not a new boot); nothing of it on the other node."""
         other = PEER[host]
         assert self.pids(other) == [], 'a QEMU of %s is left on %s' % (self.name, other)
         assert self.files(other) == [], 'files of %s are left on %s' % (self.name, other)
@@ -215,7 +215,7 @@ class Faults:
         return [plays[phase]() for phase in phases]
 
     def recover_plays(self, source, target, one_by_one=False):
-        """status on both hosts, then recover on each with the other's status
+        """status on both nodes, then recover on each with the other's status
         (as tests/integration/playbooks/kvm_migrate_recover.yml); one_by_one:
         recover on the source first, then on the target."""
         base = {'name': self.name, 'run_dir': '{{ kvm_run_dir }}'}
@@ -309,7 +309,7 @@ class Run:
 
 
 def assert_recovered(run, source, target, keep):
-    """Both hosts decided alike, for ``keep``; return (source's, target's) recover results."""
+    """Both nodes decided alike, for ``keep``; return (source's, target's) recover results."""
     assert run.rc == 0, run
     done = run['recover', source], run['recover', target]
     assert done[0]['decision'] == done[1]['decision'] == keep, done
@@ -421,7 +421,7 @@ def test_a_busy_migration_port_on_the_target_is_skipped(faults):
 # -- the controller gone between phases -------------------------------------------------------------
 def test_controller_stopped_after_each_phase_then_recover_keeps_one_copy(faults):
     """The run stops after phase k (as when the controller dies there); status
-    on both hosts and recover on each keep exactly one copy."""
+    on both nodes and recover on each keep exactly one copy."""
     ticks = faults.start_guest('kvm-a')
     cases = [
         # (source, target, last phase run, copy the target shows, decision, actions on source, on target)

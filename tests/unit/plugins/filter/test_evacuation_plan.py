@@ -182,10 +182,10 @@ def test_a_node_with_nothing_running_has_an_empty_complete_plan():
 
 def test_a_guest_whose_requirements_could_not_be_read_stays():
     plan = evacuation_plan(node(a=guest(32), b=guest(32)), {'t': {'facts': host()}},
-                           requirements={'a': req(32)}, errors={'b': 'instance b: does not run on this host'})
+                           requirements={'a': req(32)}, errors={'b': 'instance b: does not run on this node'})
     assert placement(plan) == {'a': 't'}
     assert plan['stays'][0]['reason'] == ('its requirements could not be read: '
-                                          'instance b: does not run on this host')
+                                          'instance b: does not run on this node')
 
 
 def test_unusable_targets_are_named_with_the_reason():

@@ -22,7 +22,7 @@ def prepared(pid=100):
             'requirements': {'memory_mb': 64, 'machine': 'pc-i440fx-7.2'}, 'observed': record(pid=pid)}
 
 
-def refused_prepare(observed, msg='instance vm1: does not run on this host'):
+def refused_prepare(observed, msg='instance vm1: does not run on this node'):
     return {'changed': False, 'failed': False, 'failed_when_result': False, 'msg': msg, 'observed': observed}
 
 
@@ -95,7 +95,7 @@ def test_a_copy_on_the_target_refuses_at_accept_without_rollback():
     del refusal['address']
     result = migrate_outcome(run(prepared=prepared(), accepted=refusal))
     assert result['refused'] is True and result['runs_on'] == 'kvm1' and result['pid'] == 100
-    assert 'has a copy on both hosts (running on kvm1, paused on kvm2)' in result['message']
+    assert 'has a copy on both nodes (running on kvm1, paused on kvm2)' in result['message']
 
 
 def test_a_source_that_cannot_be_migrated_says_why():

@@ -1,11 +1,11 @@
 from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import build_argv, opt_value, vnc_has_password
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import QemuUser
 from ansible_collections.hvops.kvm.plugins.module_utils._taps import host_side_mac, tap_name
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec
 
 QEMU = '/usr/bin/qemu-system-x86_64'
-PATHS = HostLayout('/run/hvops-kvm').paths('web')
+PATHS = NodeLayout('/run/hvops-kvm').paths('web')
 
 
 def argv_for(accel='tcg', **params):

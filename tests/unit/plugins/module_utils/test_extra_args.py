@@ -1,4 +1,4 @@
-"""extra_args may shape the guest's virtual hardware and nothing on the host (issue 10)."""
+"""extra_args may shape the guest's virtual hardware and nothing on the node (issue 10)."""
 import pytest
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError

@@ -5,7 +5,7 @@ import pytest
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError
 from ansible_collections.hvops.kvm.plugins.module_utils._files import read_json, remove_quietly, write_json
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     load_runtime, make_runtime, save_runtime)
 
@@ -30,7 +30,7 @@ def test_remove_quietly_reports_what_it_removed(tmp_path):
 
 
 def test_runtime_keeps_the_exact_argv(tmp_path):
-    layout = HostLayout(str(tmp_path))
+    layout = NodeLayout(str(tmp_path))
     layout.ensure()
     paths = layout.paths('web')
     argv = ['/usr/bin/qemu-system-x86_64', '-name', 'web', '-append', 'root=/dev/vda ro quiet']
@@ -42,7 +42,7 @@ def test_runtime_keeps_the_exact_argv(tmp_path):
 
 
 def test_a_foreign_runtime_file_is_an_error(tmp_path):
-    layout = HostLayout(str(tmp_path))
+    layout = NodeLayout(str(tmp_path))
     layout.ensure()
     paths = layout.paths('web')
     write_json(paths.runtime, ['kvm', '-m', '512'])

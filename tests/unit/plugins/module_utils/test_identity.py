@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _identity
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ProcessError
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
 
 # Holds a lockf() on the pidfile like QEMU does, then sleeps.
 HOLDER = (
@@ -24,7 +24,7 @@ HOLDER = (
 
 @pytest.fixture
 def layout(tmp_path):
-    layout = HostLayout(str(tmp_path / 'run'))
+    layout = NodeLayout(str(tmp_path / 'run'))
     layout.ensure()
     return layout
 
@@ -122,7 +122,7 @@ def test_process_state_and_start_time_of_self():
 def test_an_exiting_lock_holder_without_cmdline_is_waited_for(monkeypatch, tmp_path):
     """Between giving back its memory and its files an exiting QEMU still holds
     the pidfile lock but has no cmdline: it is not a stranger, it is leaving."""
-    paths = HostLayout(str(tmp_path)).paths('web')
+    paths = NodeLayout(str(tmp_path)).paths('web')
     holders = iter([4242, 4242, 4242, None])
     cmdlines = iter([[], [], []])
     monkeypatch.setattr(_identity, 'lock_holder', lambda pidfile: next(holders))
@@ -131,7 +131,7 @@ def test_an_exiting_lock_holder_without_cmdline_is_waited_for(monkeypatch, tmp_p
 
 
 def test_a_lock_holder_that_never_shows_a_cmdline_is_refused(monkeypatch, tmp_path):
-    paths = HostLayout(str(tmp_path)).paths('web')
+    paths = NodeLayout(str(tmp_path)).paths('web')
     monkeypatch.setattr(_identity, 'EXITING_WAIT', 0.05)
     monkeypatch.setattr(_identity, 'lock_holder', lambda pidfile: 4242)
     monkeypatch.setattr(_identity, 'read_cmdline', lambda pid: [])

@@ -6,11 +6,11 @@ import tempfile
 import pytest
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError, ValidationError
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout, validate_name
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout, validate_name
 
 
 def test_paths_follow_the_layout():
-    paths = HostLayout('/run/hvops-kvm').paths('web-1.example_x')
+    paths = NodeLayout('/run/hvops-kvm').paths('web-1.example_x')
     assert paths.pidfile == '/run/hvops-kvm/pid/web-1.example_x.pid'
     assert paths.qmp == '/run/hvops-kvm/ctrl/web-1.example_x.qmp'
     assert paths.serial == '/run/hvops-kvm/ctrl/web-1.example_x.serial'
@@ -25,25 +25,25 @@ def test_path_tricks_are_refused(name):
     with pytest.raises(ValidationError):
         validate_name(name)
     with pytest.raises(ValidationError):
-        HostLayout('/run/x').paths(name)
+        NodeLayout('/run/x').paths(name)
 
 
 @pytest.mark.parametrize('run_dir', ['/run/a,b', '/run/a:b', '/run/a!!b', '/run/a"b', "/run/a'b", '/run/[a]',
                                      '/run/a b', '/run/a\nb', '/run/a\tb', '/run/é', '/'])
 def test_run_dir_must_be_absolute_and_free_of_option_syntax(run_dir):
     with pytest.raises(ValidationError, match='absolute'):
-        HostLayout('run')
+        NodeLayout('run')
     with pytest.raises(ValidationError, match='run_dir'):
-        HostLayout(run_dir)
+        NodeLayout(run_dir)
 
 
 def test_socket_paths_longer_than_sun_path_are_refused():
     with pytest.raises(ValidationError, match='unix socket'):
-        HostLayout('/' + 'd' * 60).paths('n' * 50)
+        NodeLayout('/' + 'd' * 60).paths('n' * 50)
 
 
 def test_ensure_creates_private_dirs_and_never_changes_an_existing_mode(tmp_path):
-    fresh = HostLayout(str(tmp_path / 'fresh' / 'run'))
+    fresh = NodeLayout(str(tmp_path / 'fresh' / 'run'))
     fresh.ensure()
     assert stat.S_IMODE(os.stat(fresh.run_dir).st_mode) == 0o711, 'others may pass through, not look'
     for sub in ('pid', 'ctrl', 'conf', 'lock'):
@@ -51,7 +51,7 @@ def test_ensure_creates_private_dirs_and_never_changes_an_existing_mode(tmp_path
     run_dir = tmp_path / 'run'
     run_dir.mkdir()
     os.chmod(str(run_dir), 0o755)
-    layout = HostLayout(str(run_dir))
+    layout = NodeLayout(str(run_dir))
     layout.ensure()
     layout.ensure()
     assert stat.S_IMODE(os.stat(str(run_dir)).st_mode) == 0o755, 'an existing directory keeps its mode'
@@ -63,7 +63,7 @@ def test_a_run_dir_others_may_write_is_refused_and_left_alone(tmp_path, mode):
     run_dir.mkdir()
     os.chmod(str(run_dir), mode)
     with pytest.raises(StateError, match='writable by its group or by others'):
-        HostLayout(str(run_dir)).ensure()
+        NodeLayout(str(run_dir)).ensure()
     assert stat.S_IMODE(os.stat(str(run_dir)).st_mode) == mode
     assert os.listdir(str(run_dir)) == []
 
@@ -74,12 +74,12 @@ def test_a_symlinked_run_dir_is_refused(tmp_path):
     link = tmp_path / 'link'
     link.symlink_to(real)
     with pytest.raises(StateError, match='symbolic link'):
-        HostLayout(str(link)).ensure()
+        NodeLayout(str(link)).ensure()
     assert os.listdir(str(real)) == []
 
 
 def test_a_symlinked_subdir_is_refused(tmp_path):
-    layout = HostLayout(str(tmp_path / 'run'))
+    layout = NodeLayout(str(tmp_path / 'run'))
     layout.ensure()
     os.rmdir(layout.subdir('conf'))
     elsewhere = tmp_path / 'elsewhere'
@@ -94,7 +94,7 @@ def test_a_run_dir_owned_by_another_user_is_refused(tmp_path):
     run_dir.mkdir(mode=0o700)
     os.chown(str(run_dir), 65534, 65534)
     with pytest.raises(StateError, match='owned by uid 65534'):
-        HostLayout(str(run_dir)).ensure()
+        NodeLayout(str(run_dir)).ensure()
     assert os.listdir(str(run_dir)) == []
 
 
@@ -103,16 +103,16 @@ def test_a_run_dir_under_a_parent_others_may_write_is_refused(tmp_path):
     parent.mkdir()
     os.chmod(str(parent), 0o777)
     with pytest.raises(StateError, match='not sticky'):
-        HostLayout(str(parent / 'run')).ensure()
+        NodeLayout(str(parent / 'run')).ensure()
     assert os.listdir(str(parent)) == []
     os.chmod(str(parent), 0o1777)
-    HostLayout(str(parent / 'run')).ensure()
+    NodeLayout(str(parent / 'run')).ensure()
 
 
 def test_run_dir_tmp_itself_is_refused_and_keeps_its_sticky_bit():
     before = os.stat('/tmp').st_mode
     with pytest.raises(StateError):
-        HostLayout('/tmp').ensure()
+        NodeLayout('/tmp').ensure()
     assert os.stat('/tmp').st_mode == before
     assert not os.path.exists('/tmp/conf')
 
@@ -124,7 +124,7 @@ def test_pid_dir_belongs_to_the_qemu_user_who_must_reach_it(tmp_path):
     base = tempfile.mkdtemp(prefix='hk-unit-', dir='/tmp')
     try:
         os.chmod(base, 0o711)
-        layout = HostLayout(os.path.join(base, 'run'))
+        layout = NodeLayout(os.path.join(base, 'run'))
         layout.ensure(nobody)
         assert os.stat(layout.subdir('pid')).st_uid == 65534
         assert os.stat(layout.subdir('conf')).st_uid == os.geteuid()
@@ -137,11 +137,11 @@ def test_pid_dir_belongs_to_the_qemu_user_who_must_reach_it(tmp_path):
     closed = tmp_path / 'closed'
     closed.mkdir(mode=0o700)
     with pytest.raises(StateError, match='cannot reach'):
-        HostLayout(str(closed / 'run')).ensure(nobody)
+        NodeLayout(str(closed / 'run')).ensure(nobody)
 
 
 def test_defined_names_reads_conf(tmp_path):
-    layout = HostLayout(str(tmp_path))
+    layout = NodeLayout(str(tmp_path))
     assert layout.defined_names() == []
     layout.ensure()
     for entry in ('b.json', 'a.runtime', 'a.json', '.x.json.tmp', 'c.vncpass', 'junk.txt'):

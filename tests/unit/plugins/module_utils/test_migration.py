@@ -295,8 +295,8 @@ def test_decide_keeps_the_copy_with_the_newest_state(source, target, keep):
 
 
 @pytest.mark.parametrize('source, target, words', [
-    (RUNNING, RESUMED, 'runs on both hosts'),
-    (RUNNING, RUNNING, 'runs on both hosts'),
+    (RUNNING, RESUMED, 'runs on both nodes'),
+    (RUNNING, RUNNING, 'runs on both nodes'),
     (BUSY, ABSENT, 'source copy is busy'),
     (RUNNING, BUSY, 'target copy is busy'),
     (MUTE, RUNNING, 'did not answer'),

@@ -5,7 +5,7 @@ import pytest
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _nodeinfo, _proc, _qemu, _qmp
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 
@@ -252,7 +252,7 @@ def test_flock_held_matches_device_and_inode(tmp_path):
 
 
 def test_run_dir_problems(tmp_path):
-    layout = HostLayout(str(tmp_path / 'run'))
+    layout = NodeLayout(str(tmp_path / 'run'))
     assert _nodeinfo.run_dir_problems(layout) == [], 'a missing run_dir is made on first use'
     layout.ensure()
     assert _nodeinfo.run_dir_problems(layout) == []
@@ -263,7 +263,7 @@ def test_run_dir_problems(tmp_path):
 
 
 def test_instance_names_come_from_definitions_runtimes_and_pidfiles(tmp_path):
-    layout = HostLayout(str(tmp_path / 'run'))
+    layout = NodeLayout(str(tmp_path / 'run'))
     assert _nodeinfo.instance_names(layout) == []
     layout.ensure()
     for path in ('conf/a.json', 'conf/b.runtime', 'pid/c.pid', 'conf/.a.json.tmp', 'pid/junk',
@@ -277,7 +277,7 @@ def test_gather_reads_stopped_and_crashed_instances_without_running_anything(tmp
         make_runtime, save_definition, save_runtime)
     from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec
 
-    layout = HostLayout(str(tmp_path / 'run'))
+    layout = NodeLayout(str(tmp_path / 'run'))
     layout.ensure()
     stopped = normalize_spec('stopped1', {'memory': 64, 'vcpus': 2})
     save_definition(layout.paths('stopped1'), stopped)

@@ -1,9 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: hvops.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What this host offers a guest: memory, CPUs, bridges, the accelerator and
+"""What this node offers a guest: memory, CPUs, bridges, the accelerator and
 the CPU models of its QEMU. Checked before a definition is stored or a QEMU
-started, so that a spec this host cannot run changes nothing."""
+started, so that a spec this node cannot run changes nothing."""
 
 import os
 
@@ -19,7 +19,7 @@ def bridge_exists(name):
 
 
 def mem_total_mb():
-    """MemTotal of this host in MiB, or None when /proc/meminfo says nothing."""
+    """MemTotal of this node in MiB, or None when /proc/meminfo says nothing."""
     try:
         total = meminfo().get('MemTotal')
     except OSError:
@@ -35,22 +35,22 @@ def host_cpus():
 
 
 def resource_problems(spec, cpu_models=None, memory_mb=None, cpus=None):
-    """Why this host cannot run the spec, as sentences (empty: it can).
+    """Why this node cannot run the spec, as sentences (empty: it can).
     ``cpu_models`` is the QEMU binary's list (None: not checked)."""
     problems = []
     memory_mb = mem_total_mb() if memory_mb is None else memory_mb
     if memory_mb is not None and spec['memory'] > memory_mb:
-        problems.append('memory %d MiB is more than this host has (%d MiB)' % (spec['memory'], memory_mb))
+        problems.append('memory %d MiB is more than this node has (%d MiB)' % (spec['memory'], memory_mb))
     cpus = host_cpus() if cpus is None else cpus
     if spec['vcpus'] > cpus:
-        problems.append('vcpus %d is more than the %d CPUs of this host' % (spec['vcpus'], cpus))
+        problems.append('vcpus %d is more than the %d CPUs of this node' % (spec['vcpus'], cpus))
     if spec['cpu_model'] and cpu_models is not None:
         model = spec['cpu_model'].split(',')[0]
         if model not in cpu_models:
             problems.append('cpu_model %s is not known to this QEMU (see qemu-system-x86_64 -cpu help)' % model)
     for index, nic in enumerate(spec['nics']):
         if nic['type'] == 'bridge' and not bridge_exists(nic['bridge']):
-            problems.append('nic %d: bridge %s does not exist on this host' % (index, nic['bridge']))
+            problems.append('nic %d: bridge %s does not exist on this node' % (index, nic['bridge']))
     if spec['accel'] == 'kvm':
         usable, reason = _qemu.kvm_usable()
         if not usable:
@@ -61,4 +61,4 @@ def resource_problems(spec, cpu_models=None, memory_mb=None, cpus=None):
 def check_resources(spec, cpu_models=None):
     problems = resource_problems(spec, cpu_models)
     if problems:
-        raise ValidationError('this host cannot run the guest: %s' % '; '.join(problems), instance=spec['name'])
+        raise ValidationError('this node cannot run the guest: %s' % '; '.join(problems), instance=spec['name'])
