@@ -1,6 +1,7 @@
 """Shared helpers of the benchmarks: timing with the machine's load beside each
 sample, median/spread summaries and paired ratios, plain and markdown tables,
-a description of the machine, and result files (markdown, JSON, PNG).
+a description of the machine, result files (markdown, JSON, PNG), and the
+test harness's pieces the benchmarks use.
 
 A benchmark collects ``Samples`` (one record per measurement, with the 1-min
 load average and how busy the CPUs were just before it), builds ``Table``s
@@ -16,7 +17,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -24,18 +24,13 @@ import sys
 import time
 import zlib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(REPO, 'build', 'collections')
+from tests.harness import REPO, VENV_BIN
+from tests.harness.guest import build_image
+from tests.harness.raw_qemu import QmpClient
+from tests.harness.system import give_to_qemu, reachable_dir
+
 RESULTS = os.path.join(REPO, 'bench', 'results')
 QUICK_RESULTS = os.path.join(REPO, 'build', 'bench')
-VENV_BIN = os.path.join(REPO, '.venv', 'bin')
-INTEGRATION = os.path.join(REPO, 'tests', 'integration')
-GUEST_DIR = os.path.join(REPO, 'tests', 'guest')
-
-# hvops.kvm is importable through the link `make setup` puts in build/collections.
-for _path in (COLLECTIONS, INTEGRATION, GUEST_DIR):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 
 
 def run(argv):
@@ -336,62 +331,13 @@ def _short(path):
 
 
 # -- QMP without the collection --------------------------------------------------
-class RawQmp:
-    """QMP over a plain unix socket, nothing else: the yardstick the
+class RawQmp(QmpClient):
+    """QMP over a plain unix socket, nothing else (the test harness's client,
+    waiting up to a minute for a reply or event): the yardstick the
     collection's socat-based QmpSession is compared with."""
 
     def __init__(self, path, timeout=60.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.reader = self.sock.makefile('rb')
-        self.events = []
-        self.greeting = self._read()
-        self.execute('qmp_capabilities')
-
-    def _read(self):
-        line = self.reader.readline()
-        if not line:
-            raise RuntimeError('QMP monitor closed the connection')
-        return json.loads(line)
-
-    def execute(self, command, arguments=None):
-        request = {'execute': command}
-        if arguments:
-            request['arguments'] = arguments
-        self.sock.sendall(json.dumps(request).encode() + b'\n')
-        while True:
-            reply = self._read()
-            if 'event' in reply:
-                self.events.append(reply)
-            elif 'error' in reply:
-                raise RuntimeError('%s: %s' % (command, reply['error'].get('desc')))
-            elif 'return' in reply:
-                return reply['return']
-
-    def hmp(self, command_line):
-        return self.execute('human-monitor-command', {'command-line': command_line})
-
-    def wait_event(self, name, predicate=lambda event: True):
-        for index, event in enumerate(self.events):
-            if event.get('event') == name and predicate(event):
-                return self.events.pop(index)
-        while True:
-            message = self._read()
-            if message.get('event') == name and predicate(message):
-                return message
-            if 'event' in message:
-                self.events.append(message)
-
-    def close(self):
-        self.reader.close()
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().__init__(path, timeout)
 
 
 def event_time(event):
@@ -401,24 +347,8 @@ def event_time(event):
 
 
 # -- guests for the benchmarks ---------------------------------------------------
-def short_tempdir(label):
-    """A new directory under /tmp with a short name (unix socket paths must
-    stay under 108 bytes); the caller removes it."""
-    import tempfile
-    path = tempfile.mkdtemp(prefix='hkb-%s-' % label, dir='/tmp')
-    os.chmod(path, 0o711)    # the QEMU user reaches its pidfiles and disks below
-    return path
-
-
-def give_to_qemu(path):
-    """A disk image the QEMU user may open read-write (tests/integration/conftest.py)."""
-    from conftest import give_to_qemu as give  # tests/integration/conftest.py
-    return give(path)
-
-
 def test_guest_copy(directory, variant='normal', dirty_mib=64):
     """A private copy of the test guest's disk image (tests/guest) in directory."""
-    from build import build_image  # tests/guest/build.py
     path = os.path.join(directory, 'guest-%s.img' % variant)
     if not os.path.exists(path):
         shutil.copyfile(build_image(variant, dirty_mib=dirty_mib), path)
@@ -434,7 +364,7 @@ class TinyGuests:
     def __init__(self, label='tiny'):
         from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
         from ansible_collections.hvops.kvm.plugins.module_utils._layout import HostLayout
-        self.base = short_tempdir(label)
+        self.base = reachable_dir('hkb-%s-' % label)
         self.layout = HostLayout(os.path.join(self.base, 'run'))
         self.info = _qemu.query_binary(run, _qemu.find_qemu())
         self.machine = _qemu.pin_machine(self.info, 'pc')
