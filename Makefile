@@ -47,7 +47,7 @@ bench: setup
 	$(VENV)/python -m bench $(BENCH)
 
 # The two-host lab (network namespaces hvk-a/hvk-b, one sshd each) for trying
-# things by hand: ansible -i /tmp/hvk-lab/inventory.yml all -m ansible.builtin.ping
+# things by hand: ansible -i /tmp/hvk-lab/inventory.json all -m ansible.builtin.ping
 lab-up: setup
 	$(VENV)/python tools/lab.py up
 
