@@ -1,5 +1,5 @@
 """Simulated KVM nodes for tests: each its own run_dir, reached with a local
-connection; Pair, the two of the kvm_migrate tests."""
+connection. Pair: hosts src and dst with a guest's disk both see."""
 import atexit
 import os
 import shutil
