@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from ansible_run import run_playbook, write_local_inventory
+from tests.harness.ansible_run import run_playbook, write_local_inventory
 
 HOST_VARS = {'kvm_host_apt_update_cache': False}
 

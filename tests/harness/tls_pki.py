@@ -9,7 +9,7 @@ import pwd
 import shutil
 import subprocess
 
-from conftest import QEMU_USER, reachable_dir, require_binary
+from tests.harness.system import QEMU_USER, reachable_dir, require_binary
 
 CURVE = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
 
