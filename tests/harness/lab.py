@@ -68,7 +68,7 @@ def lab_session(keep=None, check_prerequisites=True, **options):
 
 def inventory_with_tls(lab, pki):
     """Path of the lab's inventory, its hosts with TLS credentials for their
-    address on the link (kvm_tls_dir), as the kvm_host role makes them, from a
+    address on the link (kvm_tls_dir), as the kvm_node role makes them, from a
     new CA of pki (a tls_pki.Pki)."""
     inventory = lab.inventory_data()
     ca = pki.authority('hvops-lab-ca')

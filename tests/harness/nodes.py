@@ -60,7 +60,7 @@ _PKI = {}
 
 def tls_dir(host):
     """TLS credentials of a simulated node named host (CN=host, IP 127.0.0.1),
-    as the kvm_host role lays them out, from one CA for the whole test run."""
+    as the kvm_node role lays them out, from one CA for the whole test run."""
     if 'pki' not in _PKI:
         _PKI['pki'] = Pki()
         _PKI['ca'] = _PKI['pki'].authority('hvops-test-nodes')

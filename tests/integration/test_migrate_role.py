@@ -299,7 +299,7 @@ def test_without_tls_credentials_the_role_refuses_before_anything_moves(loop, gu
     failed = loop.migrate('kvm1', 'kvm2', kvm_tls_dir=str(tmp_path / 'none'))
     assert failed.rc != 0, failed
     message = task_result(failed, 'Fail with what happened and where the guest runs')['msg']
-    assert 'ca-cert.pem is missing' in message and 'kvm_host role makes the TLS credentials' in message, message
+    assert 'ca-cert.pem is missing' in message and 'kvm_node role makes the TLS credentials' in message, message
     assert message.endswith('vm1 runs on kvm1 (pid %d).' % started['pid']), message
     assert loop.pids('kvm1') == [started['pid']] and loop.pids('kvm2') == [] and loop.files('kvm2') == []
     plain = loop.migrate('kvm1', 'kvm2', migrate_tls=False, kvm_tls_dir=str(tmp_path / 'none'))
