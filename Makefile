@@ -36,7 +36,7 @@ build: setup
 # run_dirs on this machine, over loopback), showing its tick counter going on
 # and the statistics, then stop it.
 demo: setup
-	img=$$($(VENV)/python tests/guest/build.py normal --out build/demo) && \
+	img=$$($(VENV)/python -m tests.harness.guest normal --out build/demo) && \
 	chown hvops-qemu:hvops-qemu "$$img" && chmod 0600 "$$img" && \
 	HVOPS_DEMO_IMAGE=$$img ANSIBLE_DISPLAY_SKIPPED_HOSTS=false \
 	    $(VENV)/ansible-playbook -i playbooks/inventory/local.yml playbooks/demo.yml
@@ -47,7 +47,7 @@ bench: setup
 	$(VENV)/python -m bench $(BENCH)
 
 # The two-host lab (network namespaces hvk-a/hvk-b, one sshd each) for trying
-# things by hand: ansible -i /tmp/hvk-lab/inventory.yml all -m ansible.builtin.ping
+# things by hand: ansible -i /tmp/hvk-lab/inventory.json all -m ansible.builtin.ping
 lab-up: setup
 	$(VENV)/python tools/lab.py up
 

@@ -1,6 +1,7 @@
 """Shared helpers of the benchmarks: timing with the machine's load beside each
 sample, median/spread summaries and paired ratios, plain and markdown tables,
-a description of the machine, and result files (markdown, JSON, PNG).
+a description of the machine, result files (markdown, JSON, a PNG chart drawn
+with matplotlib), and the test harness's pieces the benchmarks use.
 
 A benchmark collects ``Samples`` (one record per measurement, with the 1-min
 load average and how busy the CPUs were just before it), builds ``Table``s
@@ -10,32 +11,25 @@ and writes ``NAME.md``, ``NAME.json`` and ``NAME.png`` to the results folder.
 Nothing here asserts anything: a slow machine makes slow figures, not failures.
 """
 
-import base64
 import json
-import math
 import os
 import platform
 import shutil
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
-import zlib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(REPO, 'build', 'collections')
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from tests.harness import REPO, VENV_BIN
+from tests.harness.guest import build_image
+from tests.harness.raw_qemu import QmpClient
+from tests.harness.system import give_to_qemu, reachable_dir
+
 RESULTS = os.path.join(REPO, 'bench', 'results')
 QUICK_RESULTS = os.path.join(REPO, 'build', 'bench')
-VENV_BIN = os.path.join(REPO, '.venv', 'bin')
-INTEGRATION = os.path.join(REPO, 'tests', 'integration')
-GUEST_DIR = os.path.join(REPO, 'tests', 'guest')
-
-# hvops.kvm is importable through the link `make setup` puts in build/collections.
-for _path in (COLLECTIONS, INTEGRATION, GUEST_DIR):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 
 
 def run(argv):
@@ -336,62 +330,13 @@ def _short(path):
 
 
 # -- QMP without the collection --------------------------------------------------
-class RawQmp:
-    """QMP over a plain unix socket, nothing else: the yardstick the
+class RawQmp(QmpClient):
+    """QMP over a plain unix socket, nothing else (the test harness's client,
+    waiting up to a minute for a reply or event): the yardstick the
     collection's socat-based QmpSession is compared with."""
 
     def __init__(self, path, timeout=60.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.reader = self.sock.makefile('rb')
-        self.events = []
-        self.greeting = self._read()
-        self.execute('qmp_capabilities')
-
-    def _read(self):
-        line = self.reader.readline()
-        if not line:
-            raise RuntimeError('QMP monitor closed the connection')
-        return json.loads(line)
-
-    def execute(self, command, arguments=None):
-        request = {'execute': command}
-        if arguments:
-            request['arguments'] = arguments
-        self.sock.sendall(json.dumps(request).encode() + b'\n')
-        while True:
-            reply = self._read()
-            if 'event' in reply:
-                self.events.append(reply)
-            elif 'error' in reply:
-                raise RuntimeError('%s: %s' % (command, reply['error'].get('desc')))
-            elif 'return' in reply:
-                return reply['return']
-
-    def hmp(self, command_line):
-        return self.execute('human-monitor-command', {'command-line': command_line})
-
-    def wait_event(self, name, predicate=lambda event: True):
-        for index, event in enumerate(self.events):
-            if event.get('event') == name and predicate(event):
-                return self.events.pop(index)
-        while True:
-            message = self._read()
-            if message.get('event') == name and predicate(message):
-                return message
-            if 'event' in message:
-                self.events.append(message)
-
-    def close(self):
-        self.reader.close()
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().__init__(path, timeout)
 
 
 def event_time(event):
@@ -401,24 +346,8 @@ def event_time(event):
 
 
 # -- guests for the benchmarks ---------------------------------------------------
-def short_tempdir(label):
-    """A new directory under /tmp with a short name (unix socket paths must
-    stay under 108 bytes); the caller removes it."""
-    import tempfile
-    path = tempfile.mkdtemp(prefix='hkb-%s-' % label, dir='/tmp')
-    os.chmod(path, 0o711)    # the QEMU user reaches its pidfiles and disks below
-    return path
-
-
-def give_to_qemu(path):
-    """A disk image the QEMU user may open read-write (tests/integration/conftest.py)."""
-    from conftest import give_to_qemu as give  # tests/integration/conftest.py
-    return give(path)
-
-
 def test_guest_copy(directory, variant='normal', dirty_mib=64):
     """A private copy of the test guest's disk image (tests/guest) in directory."""
-    from build import build_image  # tests/guest/build.py
     path = os.path.join(directory, 'guest-%s.img' % variant)
     if not os.path.exists(path):
         shutil.copyfile(build_image(variant, dirty_mib=dirty_mib), path)
@@ -434,7 +363,7 @@ class TinyGuests:
     def __init__(self, label='tiny'):
         from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
         from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
-        self.base = short_tempdir(label)
+        self.base = reachable_dir('hkb-%s-' % label)
         self.layout = NodeLayout(os.path.join(self.base, 'run'))
         self.info = _qemu.query_binary(run, _qemu.find_qemu())
         self.machine = _qemu.pin_machine(self.info, 'pc')
@@ -466,134 +395,7 @@ class TinyGuests:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-# -- PNG charts (no plotting library: a few pixels and zlib) --------------------
-# DejaVu Sans at 12 px (Bitstream Vera licence), rendered once and stored as
-# 16 alpha levels per pixel for ASCII 32..126: height, ascent, then per glyph
-# its advance width and its pixels, two to a byte; zlib, base64.
-_FONT = (
-    'eNqVWHlsFNcZ/+0xszu7+2aHNhepsRcpqlKw2VGrSk1L7FX+qRQpeCPVUkkMnkpVWpJGzF9NWicwzT+oagiDKqWhqZIhbZVL'
-    'pEsaAQmhXtMG9Yi6i+sFlyjdNTZOTFPjQ5iADdPvzfrYa8bm7bzj+97xvfe+8208FoRnEhYbHQhMUuGfRBK+EiEccDGJSy22'
-    'IV3+PBaNNEaf3gz4s09AtG17GpEUUZG/mEELgTp+GFWBd+S6SeFqSEEgdwbsyXuU+N0KQh+mgI2HEgjfYUa/0aoHc+POGCdT'
-    'itYtt68fW9F2h8GUoHl/WKPmM1mOfXt3P7CDOrAuaH0LUpqagQw4tiZJ1aA4ocM/s1aha6P0EeVXX8SvkniRfXUShzLs4O1z'
-    '2HDplaHqWQGnHGCJgYbseALNEC0cgaxihhdHOCjzjophsQQeBoYR1fBzhC0qqDVMOOqo4Rq68EjXI+LHGn0/6PoxgavmmpOe'
-    'rCyixLBsDa4mNZQ6yYpqrHH3zvkVZ0eNqFHd3YwdeAclwYqkZWUz9mCggcT8YQzS4U41rkpmEmK2A0Ke1xzmeN7vKm5R26Rd'
-    'u+ewbRuuk4XcICJqD7GCka60UP0u3XEGeLNcJbnUu00O9J2BlKLtIaYB7Qm8fIWw91I7bK5NtGtC8ayHlvjmaO/HgYd6Sel6'
-    'Iem9uBe92Gnbk6C6nF3PbHMxKmd7kPNG5ZfP89pEjyoU/+JBedtVBEeFVIxOHN81jmR/m9GSErMy5XB/m46Xx90nx21+3XGi'
-    '9jhBR8lWTAOhTPn+uCk64GEZ/H2fImZu0jhfI2Zbyle8Cqa36pzXst5kBnIXvSYXwIzORBIRg3KG2tlA7m8W3b4eWr+LTM7b'
-    '7tItWZJVWbt2Lwq/l57hHguBvacU8aPvkfrywgHLHTepsxUc5epa1bq5tSK/5EL12DixBred0J3CAZ2ORmnZ8ohF6ytfOAOc'
-    'gpThcveqgz3qfIsp5ko5+Kd5ksO9DwbehECSECa7/dy/jXxT8HSTcXiDaISM/JeC/U17TMIPDTljKD2buuUkKWDfvF4jnjFy'
-    'OckCyT9tpJBUApMxXbJCeZK86e3AsWPAdlchYfZ8gqWlPEsHJqnOMvuGytLCFEnnBaqnmX1dc1eM7huviLNrtspaWZQ7Ua45'
-    'LI6t2cr7PZxM0T5FWnDrORQQmCGCTKdD/HWhwTHUxcd4KAiz7QxXpKVMtqsGzleOD1WR50SJuDOyaOcroIKXcxRyn6XEWeWb'
-    'ytjCeYVJ5C538JmEKYhjSnuKxmieHrZAJpsobVtuFG27BsMbDT0QS9f+vLtTHYmxuqtLBy+zdGeKdY2CvaWCkbNiP8qAPfh3'
-    '6ltnsbTvnNvVLd9SfVW0r3moH5tGbIYNoW2GPY09M6w7NTzDun6XIVb8N03FS3CYUi68Y5SiImTZp+jG2SlqPGR2k/DfmmXp'
-    'A9TwXaGG9BntqSXruYhQHFfEC/73QfczRiyUfk/O5Be8Yc0ShrpOOGOqZ1WJ0Y2DLN1kFvAUrxxolWJUJn3CnfT7NGaOk+OR'
-    'a8xsJP4XFU6VpUNZp7bniW57imAuQaOUn3X3xrkhyPrtaR7iyc+Qv3iLH3MjGRuhtEHdmBFyFxWXQ5NpsSFTlDqKxpXroWfI'
-    '95Ez7K1u0KxeUGxghgaCBBcLXjpP9mzLNuC1uOqblkwxz+0dt3uO/UteKNtDeNrhXrAMCh1oLvmm4urWPwv5qP78HskMWwP3'
-    'k14Ml2SKbK5YsV3APzWJfOw+VZhtYMir9iWTyQwOk198Y4uCZtpHhPax5V34LjSrEUvME/aYy31GTWxpVpn2eDiD48Pwzbrf'
-    'ZxXJHtv+nNhFEUWSpG2oHILtotcEqU4z2Z/dtj3X8F1kG3EFU6gvnNBvwYwMUPC5GbISSQsWShSU7qDgtHKVooWfItSgKFqN'
-    'PK9/glxt+3dGEBxAawo3k8TVDyXRXBgdJo15fuUJoXpUbn4hXhsQi/Z9IxhsT+xO7RsfbMQHOVGRnx6HfLJVl9NCXlYDJac+'
-    '2aRz/Aok7/xfKrb/bnqe4gHnlQqCOLIx68PGYvbn3jOY0WO0UyTbDcmpOczxK5Gc0GP72+4r4dFO2/4jCWvsZ7dpd07sr/U3'
-    '/lzYjGh9dlRb/jWKBhbZzHekd1bviODyjqKaqO5U/H2Dbjd4DfLhdZqcChtyImRW5vqn5gh9srrwueHl9VOfLx2f0zi/UAVG'
-    '5btG8MkIZOLO6FnI68/ivO9MDZXldZapxLwlSt57tXWOjrHpX8T6VFQPWXIiookNyhVMytKCq7yVBkzeeD1Ngf/XSnjhAYR+'
-    'SxVBKiFXJukuypUMcxcBV6FcFl6hatYn/5H7ydjRqufLhZv2hyfM9sT32xQIH1LY/tq317wevnSw3sgRY9WIPSurTosKenVu'
-    'n/U8dVyRjKqciBgxo9MIFN9YQZvI7h1oITIfBPNi5gW0kAM5noVwZXVvkcdwDiNJ34S/JH/9N1/ORH7y3Ud18cQth1T/dVwC'
-    'xvGPla2Wf8Q3KuaPIfoxReIa2EuKZP06OFwVhLjsW5HVI0I+mD0KuVPBcxn4LzuRbcRE/HT9/fdQmEFPH+p9CsHT2JQgRzPv'
-    'Ik6BYsL5YyGilXNzCmHuk6hewvF+Pm7Z9YSMxr+qtUM80Gzm/ybQWvxxThuC/1LCqTnM8dQfurb6Z2Ug90HADKkPcwfglf4P'
-    'jBwokw=='
-    ''
-)
-
-PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127))
-_GLYPHS = None
-
-
-def _glyphs():
-    global _GLYPHS
-    if _GLYPHS is None:
-        raw = zlib.decompress(base64.b64decode(''.join(_FONT)))
-        height, index, glyphs = raw[0], 2, {}
-        for code in range(32, 127):
-            width = raw[index]
-            index += 1
-            count = (width * height + 1) // 2
-            alphas = []
-            for byte in raw[index:index + count]:
-                alphas += [byte >> 4, byte & 15]
-            index += count
-            glyphs[chr(code)] = (width, alphas[:width * height])
-        _GLYPHS = (height, glyphs)
-    return _GLYPHS
-
-
-class Canvas:
-    """An RGB picture with rectangles and text, written as PNG."""
-
-    def __init__(self, width, height, background=(255, 255, 255)):
-        self.width, self.height = width, height
-        self.pixels = bytearray(bytes(background) * (width * height))
-
-    def rect(self, x0, y0, x1, y1, color):
-        x0, x1 = max(0, int(round(x0))), min(self.width, int(round(x1)))
-        y0, y1 = max(0, int(round(y0))), min(self.height, int(round(y1)))
-        if x1 <= x0:
-            return
-        row = bytes(color) * (x1 - x0)
-        for y in range(y0, y1):
-            start = (y * self.width + x0) * 3
-            self.pixels[start:start + len(row)] = row
-
-    @staticmethod
-    def text_width(text):
-        glyphs = _glyphs()[1]
-        return sum(glyphs.get(ch, glyphs['?'])[0] for ch in text)
-
-    def text(self, x, y, text, color=(0, 0, 0), align='left'):
-        """Text whose top is at y; align left, right or center on x."""
-        height, glyphs = _glyphs()
-        if align != 'left':
-            x -= self.text_width(text) // (1 if align == 'right' else 2)
-        x, y = int(x), int(y)
-        for ch in text:
-            width, alphas = glyphs.get(ch, glyphs['?'])
-            for gy in range(height):
-                py = y + gy
-                if not 0 <= py < self.height:
-                    continue
-                for gx in range(width):
-                    alpha = alphas[gy * width + gx]
-                    px = x + gx
-                    if alpha and 0 <= px < self.width:
-                        at = (py * self.width + px) * 3
-                        for c in range(3):
-                            old = self.pixels[at + c]
-                            self.pixels[at + c] = old + (color[c] - old) * alpha // 15
-            x += width
-
-    def png(self):
-        stride = self.width * 3
-        raw = b''.join(b'\0' + bytes(self.pixels[y * stride:(y + 1) * stride]) for y in range(self.height))
-
-        def chunk(kind, data):
-            return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
-        return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', self.width, self.height, 8, 2, 0, 0, 0))
-                + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))
-
-
-def nice_ticks(low, high, count=6):
-    span = max(high - low, 1e-12)
-    raw = span / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
-
-
+# -- charts ----------------------------------------------------------------------
 def _value(value, unit):
     """Three significant figures or so: 1.23, 12.3, 123."""
     digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
@@ -607,17 +409,15 @@ def _label(value, unit):
 
 class BarChart:
     """Horizontal bars, grouped: a heading per group, a bar per series (its
-    median) with a min-max whisker and its value written beside it."""
+    median, a colour per series) with a min-max whisker and its value written
+    beside it; a linear scale from 0, or a logarithmic one."""
 
-    ROW, BAR, HEAD, GAP = 17, 11, 20, 6
-
-    def __init__(self, title, unit, series, note=None, log=False, markers=None):
+    def __init__(self, title, unit, series, note=None, log=False):
         self.title = title
         self.unit = unit
         self.series = list(series)
         self.note = note
         self.log = log
-        self.markers = markers or []   # [(value, label)]
         self.groups = []
         self.values = {}
 
@@ -629,72 +429,47 @@ class BarChart:
                                             high if high is not None else median)
 
     def _rows(self):
+        """(group, None) for a heading, (group, series) for a bar, top to bottom."""
         rows = []
         for group in self.groups:
-            rows.append(('head', group, None))
-            rows += [('bar', group, name) for name in self.series if (group, name) in self.values]
+            rows.append((group, None))
+            rows += [(group, name) for name in self.series if (group, name) in self.values]
         return rows
 
-    def save(self, path, width=900):
+    def save(self, path, width=9.0):
+        """Draw the chart into the PNG file path, width inches at 100 dpi."""
         rows = self._rows()
-        label_w = 18 + max([Canvas.text_width(g) for g in self.groups] +
-                           [Canvas.text_width(s) + 14 for s in self.series])
-        top = 34 + (14 if self.markers else 0)
-        plot_h = sum(self.HEAD if kind == 'head' else self.ROW for kind, _g, _s in rows) + self.GAP
-        height = top + plot_h + 26 + (18 if self.note else 0)
-        canvas = Canvas(width, height)
-        x0, x1 = label_w + 8, width - 110
-        highs = [v[2] for v in self.values.values()] + [m[0] for m in self.markers]
-        lows = [v[1] for v in self.values.values() if v[1] > 0]
-        if self.log:
-            lo = 10 ** math.floor(math.log10(min(lows))) if lows else 1
-            hi = max(highs) * 1.4 if highs else 10
-            ticks, tick = [], lo
-            while tick <= hi:
-                ticks.append(tick)
-                tick *= 10
-
-            def xpos(value):
-                value = max(value, lo)
-                return x0 + (x1 - x0) * (math.log10(value) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
-        else:
-            hi = max(highs) * 1.05 if highs else 1
-            ticks = nice_ticks(0, hi)
-            hi = max(hi, ticks[-1])
-
-            def xpos(value):
-                return x0 + (x1 - x0) * value / hi
-        canvas.text(width // 2, 8, self.title, align='center')
-        bottom = top + plot_h
-        for tick in ticks:
-            x = xpos(tick)
-            canvas.rect(x, top, x + 1, bottom, (225, 225, 225))
-            canvas.text(x, bottom + 4, _label(tick, self.unit), (90, 90, 90), align='center')
-        canvas.rect(x0, top, x0 + 1, bottom, (120, 120, 120))
-        canvas.rect(x0, bottom, x1, bottom + 1, (120, 120, 120))
-        for value, label in self.markers:
-            x = xpos(value)
-            for y in range(top, bottom, 6):
-                canvas.rect(x, y, x + 1, y + 3, (200, 30, 30))
-            canvas.text(x, top - 15, label, (200, 30, 30), align='center')
-        y = top + self.GAP
-        for kind, group, name in rows:
-            if kind == 'head':
-                canvas.text(8, y + 3, group, (0, 0, 0))
-                y += self.HEAD
+        figure = Figure(figsize=(width, 0.9 + 0.19 * len(rows) + (0.2 if self.note else 0)), dpi=100,
+                        layout='constrained')
+        axes = figure.subplots()
+        for y, (group, name) in enumerate(rows):
+            if name is None:
                 continue
-            color = PALETTE[self.series.index(name) % len(PALETTE)]
             median, low, high = self.values[(group, name)]
-            canvas.text(label_w - 2, y + 1, name, (60, 60, 60), align='right')
-            mid = y + self.ROW // 2
-            canvas.rect(x0 + 1, mid - self.BAR // 2, xpos(median), mid + self.BAR // 2 + 1, color)
-            if high > low:
-                canvas.rect(xpos(low), mid, xpos(high) + 1, mid + 1, (40, 40, 40))
-                for edge in (low, high):
-                    canvas.rect(xpos(edge), mid - 3, xpos(edge) + 1, mid + 4, (40, 40, 40))
-            canvas.text(max(xpos(median), xpos(high)) + 5, y + 1, _value(median, self.unit), (40, 40, 40))
-            y += self.ROW
+            axes.barh(y, median, height=0.65, color='C%d' % (self.series.index(name) % 10),
+                      xerr=[[median - low], [high - median]] if high > low else None,
+                      error_kw={'elinewidth': 0.8, 'capsize': 3, 'ecolor': '0.15'})
+            axes.annotate(_value(median, self.unit), (max(median, high), y), xytext=(4, 0),
+                          textcoords='offset points', va='center', fontsize=9, color='0.15')
+        axes.set_yticks(range(len(rows)), [group if name is None else name for group, name in rows], fontsize=9)
+        for label, (_group, name) in zip(axes.get_yticklabels(), rows):
+            if name is None:
+                label.set_fontweight('bold')
+        axes.tick_params(axis='y', length=0)
+        axes.set_ylim(len(rows) - 0.5, -0.7)
+        if self.log:
+            axes.set_xscale('log')
+            axes.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            axes.set_xlim(left=0)
+        axes.margins(x=0.12)
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: _label(value, self.unit)))
+        axes.tick_params(axis='x', labelsize=9)
+        axes.grid(axis='x', color='0.88')
+        axes.set_axisbelow(True)
+        for side in ('top', 'right'):
+            axes.spines[side].set_visible(False)
+        figure.suptitle(self.title, fontsize=10)
         if self.note:
-            canvas.text(8, bottom + 24, self.note, (90, 90, 90))
-        with open(path, 'wb') as handle:
-            handle.write(canvas.png())
+            figure.supxlabel(self.note, x=0.01, ha='left', fontsize=9, color='0.35')
+        figure.savefig(path)

@@ -26,15 +26,16 @@ import subprocess
 import sys
 import time
 
-if __package__ in (None, ''):  # run as a file: python bench/instance_start.py
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common
+from bench.common import BarChart, Samples, Settler, Table, fmt
+from tests.harness import COLLECTIONS
+from tests.harness.ansible_run import run_adhoc, write_local_inventory
+from tests.harness.qemu_procs import kill_qemu_under
+from tests.harness.system import reachable_dir
 
-from bench import common  # noqa: E402
-from bench.common import BarChart, Samples, Settler, Table, fmt  # noqa: E402
-
-from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import run_task  # noqa: E402
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import run_task
 
 NAME = 'instance_start'
 TITLE = 'Instance start (kvm_instance, state started)'
@@ -44,12 +45,11 @@ WAYS = ('library', 'module process', 'ansible')
 
 class Host:
     def __init__(self):
-        self.base = common.short_tempdir('start')
+        self.base = reachable_dir('hkb-start-')
         self.run_dir = os.path.join(self.base, 'run')
         self.disk = common.test_guest_copy(self.base)
         self.args = {'name': GUEST, 'run_dir': self.run_dir, 'state': 'started', 'memory': 64, 'accel': 'tcg',
                      'machine': 'pc', 'disks': [{'path': self.disk, 'interface': 'ide'}]}
-        from ansible_run import write_local_inventory  # tests/integration/ansible_run.py
         self.inventory = write_local_inventory(os.path.join(self.base, 'inventory.ini'))
         self.args_file = os.path.join(self.base, 'args.json')
         with open(self.args_file, 'w') as handle:
@@ -65,10 +65,9 @@ class Host:
         elif way == 'module process':
             module = os.path.join(common.REPO, 'plugins', 'modules', 'kvm_instance.py')
             proc = subprocess.run([sys.executable, module, self.args_file], capture_output=True, text=True,
-                                  env=dict(os.environ, PYTHONPATH=common.COLLECTIONS), check=False)
+                                  env=dict(os.environ, PYTHONPATH=COLLECTIONS), check=False)
             result = json.loads(proc.stdout)
         else:
-            from ansible_run import run_adhoc  # tests/integration/ansible_run.py
             done = run_adhoc(self.inventory, 'hvops.kvm.kvm_instance', self.args)
             result = done.result()
         elapsed = time.perf_counter() - start
@@ -81,7 +80,6 @@ class Host:
         self.instance.stop(mode='kill')
 
     def destroy(self):
-        from qemu_procs import kill_qemu_under  # tests/integration/qemu_procs.py
         try:
             self.stop()
         finally:

@@ -55,19 +55,16 @@ import sys
 import tempfile
 import time
 
-if __package__ in (None, ''):  # run as a file: python bench/migration.py
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common
+from bench.common import BarChart, Samples, Settler, Table, fmt, fmt_ratio, fmt_summary
 
-from bench import common  # noqa: E402
-from bench.common import BarChart, Samples, Settler, Table, fmt, fmt_ratio, fmt_summary  # noqa: E402
-
-from ansible_collections.hvops.kvm.plugins.module_utils import _instance, _migration  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (  # noqa: E402
+from ansible_collections.hvops.kvm.plugins.module_utils import _instance, _migration
+from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (
     DEFAULTS, capabilities, parameters)
-from ansible_collections.hvops.kvm.plugins.module_utils._migration_stats import extract_stats  # noqa: E402
-from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import run_task  # noqa: E402
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_stats import extract_stats
+from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import run_task
 
 NAME = 'migration'
 TITLE = 'Live migration (kvm_migrate)'
@@ -111,7 +108,7 @@ class Lab:
     in /dev/shm for guests' RAM."""
 
     def __init__(self):
-        from build import build_image  # tests/guest/build.py
+        from tests.harness.guest import build_image
         self.base = tempfile.mkdtemp(prefix='hkb-mig-', dir='/tmp')
         os.chmod(self.base, 0o711)    # the QEMU user reaches its pidfiles and the disk
         self.run_dirs = {'a': os.path.join(self.base, 'a'), 'b': os.path.join(self.base, 'b')}
@@ -205,7 +202,7 @@ class Lab:
 
     def adhoc(self, host, args, module='hvops.kvm.kvm_migrate'):
         """(wall seconds, rc, result) of one ``ansible HOST -m MODULE`` run."""
-        from ansible_run import run_adhoc  # tests/integration/ansible_run.py
+        from tests.harness.ansible_run import run_adhoc
         args = dict(args, name=GUEST, run_dir=self.run_dirs[host])
         start = time.perf_counter()
         done = run_adhoc(self.inventory, module, args, host=host)
@@ -225,7 +222,7 @@ class Lab:
                     shutil.rmtree(self.run_dirs[host], ignore_errors=True)
 
     def destroy(self):
-        from qemu_procs import kill_qemu_under  # tests/integration/qemu_procs.py
+        from tests.harness.qemu_procs import kill_qemu_under
         try:
             self.reset()
         finally:
@@ -474,7 +471,7 @@ def phases_playbook(lab, src, dst, junit_dir, baseline=False):
     baseline collection's); seconds per task kind from ansible-core's junit
     callback ('other': the role's set_fact, assert, debug... tasks; 'outside
     tasks': start-up, inventory, the play)."""
-    from ansible_run import run_playbook  # tests/integration/ansible_run.py
+    from tests.harness.ansible_run import run_playbook
     for old in os.listdir(junit_dir):
         os.unlink(os.path.join(junit_dir, old))
     env = {'ANSIBLE_CALLBACKS_ENABLED': 'ansible.builtin.junit', 'JUNIT_OUTPUT_DIR': junit_dir,

@@ -21,15 +21,12 @@ cost is QEMU 7.2's TLS channel (gnutls records on the migration thread, no
 kernel TLS), not the cipher.
 """
 
-import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests', 'integration'))
-
-from bench import common  # noqa: E402
-from bench.common import Samples, Settler, Table, fmt, fmt_ratio, fmt_summary  # noqa: E402
-from bench.migration import Lab, migrate_library  # noqa: E402
+from bench import common
+from bench.common import Samples, Settler, Table, fmt, fmt_ratio, fmt_summary
+from bench.migration import Lab, migrate_library
+from tests.harness.tls_pki import Pki
 
 NAME = 'migration_tls'
 TITLE = 'Live migration over TLS vs cleartext (kvm_migrate migrate phase)'
@@ -39,7 +36,6 @@ MIB = 1024 * 1024
 
 def credentials():
     """(pki, {host: tls_dir}) for hosts a and b of the Lab, CN=a and CN=b."""
-    from tls_pki import Pki  # tests/integration/tls_pki.py
     pki = Pki()
     ca = pki.authority('hvops-bench-ca')
     return pki, {'a': pki.node(ca, 'a'), 'b': pki.node(ca, 'b')}

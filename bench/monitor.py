@@ -11,17 +11,13 @@ order alternating):
   library mostly talks to QEMU: open, one to three commands, close.
 """
 
-import os
 import sys
 import time
 
-if __package__ in (None, ''):  # run as a file: python bench/monitor.py
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common
+from bench.common import BarChart, RawQmp, Samples, Settler, Table, fmt
 
-from bench import common  # noqa: E402
-from bench.common import BarChart, RawQmp, Samples, Settler, Table, fmt  # noqa: E402
-
-from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession, qmp_command  # noqa: E402
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession, qmp_command
 
 NAME = 'monitor'
 TITLE = 'Monitor transport (QMP through socat vs a unix socket)'

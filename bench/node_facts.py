@@ -19,13 +19,12 @@ import subprocess
 import sys
 import time
 
-if __package__ in (None, ''):  # run as a file: python bench/node_facts.py
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common
+from bench.common import BarChart, Samples, Settler, Table, fmt
+from tests.harness import COLLECTIONS
+from tests.harness.ansible_run import run_adhoc, write_local_inventory
 
-from bench import common  # noqa: E402
-from bench.common import BarChart, Samples, Settler, Table, fmt  # noqa: E402
-
-from ansible_collections.hvops.kvm.plugins.module_utils import _nodeinfo, _qemu  # noqa: E402
+from ansible_collections.hvops.kvm.plugins.module_utils import _nodeinfo, _qemu
 
 NAME = 'node_facts'
 TITLE = 'Node facts (kvm_node_facts)'
@@ -61,7 +60,7 @@ def module_process(run_dir, expected):
     with open(args, 'w') as handle:
         json.dump({'ANSIBLE_MODULE_ARGS': {'run_dir': run_dir}}, handle)
     module = os.path.join(common.REPO, 'plugins', 'modules', 'kvm_node_facts.py')
-    env = dict(os.environ, PYTHONPATH=common.COLLECTIONS)
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, module, args], capture_output=True, text=True, env=env, check=True)
     elapsed = time.perf_counter() - start
@@ -71,7 +70,6 @@ def module_process(run_dir, expected):
 
 
 def ansible_adhoc(inventory, run_dir, expected):
-    from ansible_run import run_adhoc  # tests/integration/ansible_run.py
     start = time.perf_counter()
     done = run_adhoc(inventory, 'hvops.kvm.kvm_node_facts', {'run_dir': run_dir})
     elapsed = time.perf_counter() - start
@@ -82,7 +80,6 @@ def ansible_adhoc(inventory, run_dir, expected):
 
 
 def measure(guests, counts, runs, ansible_runs, settle, samples):
-    from ansible_run import write_local_inventory  # tests/integration/ansible_run.py
     inventory = write_local_inventory(os.path.join(guests.base, 'inventory.ini'))
     run_dir = guests.layout.run_dir
     for count in counts:

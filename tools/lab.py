@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The two-host test lab: two network namespaces joined by a veth pair, each
 with its own address, its own sshd and its own run_dir, and an Ansible
-inventory that reaches both over SSH.
+inventory (inventory.json in the lab directory) that reaches both over SSH.
 
     python3 tools/lab.py up        # build it (or check it is up), print a summary
     python3 tools/lab.py status    # exit 0 when up and healthy, 1 otherwise
@@ -282,7 +282,7 @@ class Lab:
     leaves an already healthy lab alone), down() removes it.
 
     Attributes: name, base, subnet, ssh_port, python, hosts (two LabHost),
-    inventory (path of the YAML inventory), client_key (private key path),
+    inventory (path of the JSON inventory), client_key (private key path),
     control_path_dir (Ansible's ssh ControlPath directory for the lab).
     """
 
@@ -307,7 +307,7 @@ class Lab:
         first, second = list(self.subnet.hosts())[:2]
         self.hosts = [LabHost(self, 'a', str(first), self.subnet.prefixlen, 'b'),
                       LabHost(self, 'b', str(second), self.subnet.prefixlen, 'a')]
-        self.inventory = os.path.join(self.base, 'inventory.yml')
+        self.inventory = os.path.join(self.base, 'inventory.json')
         self.client_key = os.path.join(self.base, 'id_ed25519')
         self.control_path_dir = os.path.join(self.base, 'cp')
         self.state_file = os.path.join(self.base, STATE_FILE)
@@ -623,7 +623,11 @@ class Lab:
     # -- inventory -------------------------------------------------------------------
 
     def inventory_data(self):
-        """The inventory as a dict (what inventory.yml holds)."""
+        """The inventory as a dict, what inventory.json holds (Ansible reads a
+        .json inventory with its yaml plugin). SSH goes through ``ip netns exec
+        NAMESPACE socat`` to the sshd on the namespace's own 127.0.0.1;
+        kvm_migration_address is the host's address on the link between the
+        hosts."""
         hosts = {}
         for host in self.hosts:
             options = self._ssh_options(host)
@@ -650,14 +654,10 @@ class Lab:
             }}}}}
 
     def _write_inventory(self):
-        lines = ['---', '# hvops.kvm two-host test lab %r, written by tools/lab.py; removed by `lab.py down`.'
-                 % self.name,
-                 '# SSH goes through `ip netns exec NAMESPACE socat` to the sshd on the namespace\'s own',
-                 '# 127.0.0.1; kvm_migration_address is the node\'s address on the link between the hosts.']
-        _yaml_lines(self.inventory_data(), 0, lines)
         tmp = self.inventory + '.tmp'
         with open(tmp, 'w') as handle:
-            handle.write('\n'.join(lines) + '\n')
+            json.dump(self.inventory_data(), handle, indent=2)
+            handle.write('\n')
         os.replace(tmp, self.inventory)
 
     # -- down ---------------------------------------------------------------------------
@@ -700,23 +700,6 @@ class Lab:
         # 5. The files.
         if os.path.lexists(self.base):
             shutil.rmtree(self.base)
-
-
-def _yaml_scalar(value):
-    if value is True or value is False:
-        return 'true' if value else 'false'
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(str(value))   # a JSON string is a YAML double-quoted scalar
-
-
-def _yaml_lines(data, indent, lines):
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append('%s%s:' % (' ' * indent, key))
-            _yaml_lines(value, indent + 2, lines)
-        else:
-            lines.append('%s%s: %s' % (' ' * indent, key, _yaml_scalar(value)))
 
 
 # Command line -------------------------------------------------------------------------

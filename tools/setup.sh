@@ -33,7 +33,7 @@ quiet_pip() {
 }
 
 # The user guests' QEMU runs as (run_as, default hvops-qemu), as the
-# hvops.kvm.kvm_host role creates it on a real node: the tests start QEMU as it.
+# hvops.kvm.kvm_node role creates it on a real node: the tests start QEMU as it.
 qemu_user=hvops-qemu
 if ! getent passwd "$qemu_user" >/dev/null; then
     if [ "$(id -u)" -ne 0 ]; then

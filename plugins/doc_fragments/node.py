@@ -30,7 +30,7 @@ options:
   run_as:
     description:
       - The user QEMU drops to once it has opened what its command line names
-        (C(-runas)). The M(hvops.kvm.kvm_host) role creates C(hvops-qemu).
+        (C(-runas)). The M(hvops.kvm.kvm_node) role creates C(hvops-qemu).
       - Every QEMU runs under a seccomp sandbox (C(-sandbox)) that denies obsolete
         system calls, spawning processes and resource control; as root also
         privilege changes.

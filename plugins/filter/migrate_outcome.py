@@ -93,7 +93,14 @@ def _sentence(text):
 
 
 def _number(value):
-    return None if value is None else float(value)
+    return None if value is None or value == '' else float(value)
+
+
+def _truth(value):
+    """A boolean, also from the text an older ansible-core makes of one."""
+    if isinstance(value, str):
+        return value.strip().lower() in ('true', 'yes', '1')
+    return bool(value)
 
 
 class _Run:
@@ -168,7 +175,7 @@ class _Run:
         if _refused(self.prepared, 'runtime'):
             # The guest is there but cannot be migrated as it is (paused, say).
             return str(self.prepared.get('msg', 'prepare failed')).rstrip('.')
-        if self.run.get('check_mode') and _refused(self.accepted, 'address'):
+        if _truth(self.run.get('check_mode')) and _refused(self.accepted, 'address'):
             # In check mode nothing follows accept: its refusal is the run's.
             return str(self.accepted.get('msg', 'accept failed')).rstrip('.')
         return None
@@ -206,7 +213,7 @@ class _Run:
                              % (self.name, self.target, target.get('pid'), self.source))
         if self.failure or self.run.get('failed_task'):
             return self.failed()
-        if self.run.get('check_mode'):
+        if _truth(self.run.get('check_mode')):
             return self.checked()
         return self.moved()
 

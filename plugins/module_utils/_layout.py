@@ -112,7 +112,7 @@ class NodeLayout:
             if not qemu_user.can_search(self.run_dir):
                 raise StateError('the QEMU user %s cannot reach %s: give run_dir and every directory above'
                                  ' it search permission for others (run_dir mode 0711, as the'
-                                 ' hvops.kvm.kvm_host role makes it)' % (qemu_user.name, pid_dir))
+                                 ' hvops.kvm.kvm_node role makes it)' % (qemu_user.name, pid_dir))
 
     def verify(self, qemu_user=None):
         """Refuse a run_dir (or a parent) that another user could swap or

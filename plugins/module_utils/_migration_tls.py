@@ -4,7 +4,7 @@
 """TLS for the migration stream: mutual x509 certificates, and the one peer a
 target lets in.
 
-Each node keeps its credentials in ``tls_dir`` (the hvops.kvm.kvm_host role
+Each node keeps its credentials in ``tls_dir`` (the hvops.kvm.kvm_node role
 makes them): ``ca-cert.pem``, and its own certificate and key twice, as
 ``server-cert.pem``/``server-key.pem`` (what a target presents) and
 ``client-cert.pem``/``client-key.pem`` (what a source presents). QEMU loads
@@ -47,7 +47,7 @@ def credential_problems(tls_dir, endpoint, qemu_user):
         try:
             info = os.lstat(path)
         except FileNotFoundError:
-            problems.append('%s is missing (the hvops.kvm.kvm_host role makes the TLS credentials)' % path)
+            problems.append('%s is missing (the hvops.kvm.kvm_node role makes the TLS credentials)' % path)
             continue
         if not stat.S_ISREG(info.st_mode):
             problems.append('%s is not a regular file' % path)

@@ -86,7 +86,7 @@ def resolve(run_as):
     try:
         entry = pwd.getpwnam(run_as)
     except KeyError:
-        raise ValidationError('run_as user %s does not exist on this node: the hvops.kvm.kvm_host role'
+        raise ValidationError('run_as user %s does not exist on this node: the hvops.kvm.kvm_node role'
                               ' creates it (or give another user, or root to run QEMU as root)' % run_as)
     groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
     return QemuUser(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)

@@ -108,7 +108,7 @@ options:
   tls:
     description:
       - C(accept) and C(migrate). Send the guest over TLS with mutual x509 certificates
-        (QEMU's C(tls-creds-x509)). Both phases must agree. The M(hvops.kvm.kvm_host)
+        (QEMU's C(tls-creds-x509)). Both phases must agree. The M(hvops.kvm.kvm_node)
         role makes each node's credentials; the C(hvops.kvm.migrate) role turns this
         on by default.
       - On the target, QEMU verifies the source's certificate against the CA and lets
@@ -128,7 +128,7 @@ options:
     description:
       - C(accept) with O(tls), required there. The distinguished name of the source
         node's certificate, as QEMU prints it (for certificates of the
-        M(hvops.kvm.kvm_host) role C(CN=) and the source's inventory name); no other
+        M(hvops.kvm.kvm_node) role C(CN=) and the source's inventory name); no other
         client is let in.
     type: str
   tls_hostname:

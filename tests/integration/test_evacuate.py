@@ -22,10 +22,11 @@ import sys
 
 import pytest
 
-from ansible_run import REPO, run_playbook, write_playbook
-from conftest import require_binary
-from nodes import LocalNodes
-from qemu_procs import qemu_processes_under, serial_lines
+from tests.harness import REPO
+from tests.harness.ansible_run import run_playbook, write_playbook
+from tests.harness.nodes import LocalNodes
+from tests.harness.qemu_procs import qemu_processes_under, serial_lines
+from tests.harness.system import require_binary
 
 EVACUATE_BOOK = os.path.join(REPO, 'playbooks', 'evacuate.yml')
 HOSTS = ('kvm1', 'kvm2', 'kvm3')

@@ -1,12 +1,12 @@
 """The test guest (tests/guest/) in real QEMU: ticks, power button, pause, RAM dirtying."""
 import os
 import re
-import sys
 import time
 
 import pytest
 
-from conftest import GUEST_DIR, require_kvm
+from tests.harness.guest import GuestBuildError, build_image
+from tests.harness.system import require_kvm
 
 BANNER = r'^hvops-guest variant=(\w+) start=(\d+) pm=0x([0-9a-f]{4})(?: dirty_mib=(\d+))?$'
 TCG_BOOT = 20.0      # seconds to the banner; about 0.1 s when the machine is idle
@@ -46,20 +46,12 @@ def assert_powers_off(qemu, timeout=10.0):
 
 # ------------------------------------------------------------ the builder
 
-def _builder():
-    if GUEST_DIR not in sys.path:
-        sys.path.insert(0, GUEST_DIR)
-    import build  # pylint: disable=import-outside-toplevel
-    return build
-
-
 def test_build_is_cached_and_named_by_variant_and_options(guest_image, tmp_path):
-    build = _builder()
-    first = build.build_image('dirty', out_dir=str(tmp_path), dirty_mib=8)
+    first = build_image('dirty', out_dir=str(tmp_path), dirty_mib=8)
     mtime = os.stat(first).st_mtime_ns
-    assert build.build_image('dirty', out_dir=str(tmp_path), dirty_mib=8) == first
+    assert build_image('dirty', out_dir=str(tmp_path), dirty_mib=8) == first
     assert os.stat(first).st_mtime_ns == mtime, 'a second build rebuilt the image'
-    other = build.build_image('dirty', out_dir=str(tmp_path), dirty_mib=16)
+    other = build_image('dirty', out_dir=str(tmp_path), dirty_mib=16)
     assert os.path.basename(first).startswith('guest-dirty8-')
     assert os.path.basename(other).startswith('guest-dirty16-')
     normal, stubborn = guest_image('normal'), guest_image('stubborn')
@@ -68,17 +60,16 @@ def test_build_is_cached_and_named_by_variant_and_options(guest_image, tmp_path)
     with open(first, 'rb') as handle:
         data = handle.read()
     assert len(data) == 1024 * 1024 and data[510:512] == b'\x55\xaa'
-    with pytest.raises(build.GuestBuildError, match='unknown guest variant'):
-        build.build_image('sleepy', out_dir=str(tmp_path))
-    with pytest.raises(build.GuestBuildError, match='dirty_mib'):
-        build.build_image('dirty', out_dir=str(tmp_path), dirty_mib=0)
+    with pytest.raises(GuestBuildError, match='unknown guest variant'):
+        build_image('sleepy', out_dir=str(tmp_path))
+    with pytest.raises(GuestBuildError, match='dirty_mib'):
+        build_image('dirty', out_dir=str(tmp_path), dirty_mib=0)
 
 
 def test_missing_nasm_is_a_clear_error(tmp_path, monkeypatch):
-    build = _builder()
     monkeypatch.setenv('PATH', str(tmp_path))
-    with pytest.raises(build.GuestBuildError, match='nasm not found'):
-        build.build_image('normal', out_dir=str(tmp_path))
+    with pytest.raises(GuestBuildError, match='nasm not found'):
+        build_image('normal', out_dir=str(tmp_path))
 
 
 # ------------------------------------------------------------- the guests

@@ -11,14 +11,15 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 
 import pytest
 
-from ansible_run import run_adhoc
-from conftest import QEMU_USER, QmpClient, give_to_qemu, reachable_dir, require_binary
-from qemu_procs import pid_alive, qemu_processes_under, wait_until
-from test_kvm_migrate import Pair, free_port
+from tests.harness.ansible_run import run_adhoc
+from tests.harness.guest import build_image
+from tests.harness.nodes import Pair, free_port
+from tests.harness.qemu_procs import pid_alive, qemu_processes_under, wait_until
+from tests.harness.raw_qemu import QmpClient
+from tests.harness.system import QEMU_USER, give_to_qemu, reachable_dir, require_binary
 
 INSTANCE = 'hvops.kvm.kvm_instance'
 MIGRATE = 'hvops.kvm.kvm_migrate'
@@ -123,8 +124,6 @@ def test_a_disk_the_qemu_user_cannot_write_is_refused_before_anything_starts(nod
 def source():
     """A pair of simulated nodes with the test guest running on src (module-wide:
     every case below only hands a tampered runtime to the target)."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'guest'))
-    from build import build_image  # pylint: disable=import-outside-toplevel
     made = Pair()
     made.start_guest(build_image('normal'))
     made.prepared = made.ok('src', {'phase': 'prepare'})

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from ansible_run import run_adhoc, run_playbook, write_playbook
-from conftest import QmpClient
-from qemu_procs import pid_alive, qemu_processes_under, serial_lines, wait_until
+from tests.harness.ansible_run import run_adhoc, run_playbook, write_playbook
+from tests.harness.qemu_procs import pid_alive, qemu_processes_under, serial_lines, wait_until
+from tests.harness.raw_qemu import QmpClient
 
 MODULE = 'hvops.kvm.kvm_instance'
 

@@ -9,20 +9,18 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import threading
 import time
 
 import pytest
 
-from ansible_run import run_adhoc, run_playbook
-from conftest import give_to_qemu, require_binary
-from nodes import LocalNodes
-from qemu_procs import assert_ticks_continue, qemu_processes_under, ticks, wait_until
+from tests.harness.ansible_run import run_playbook
+from tests.harness.nodes import Pair, free_port
+from tests.harness.qemu_procs import assert_ticks_continue, ticks, wait_until
+from tests.harness.system import give_to_qemu, require_binary
 
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
 
-MODULE = 'hvops.kvm.kvm_migrate'
 INSTANCE = 'hvops.kvm.kvm_instance'
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIGRATE_BOOK = os.path.join(HERE, 'playbooks', 'kvm_migrate.yml')
@@ -35,71 +33,11 @@ def tools():
         require_binary(program)
 
 
-class Pair(LocalNodes):
-    """Two simulated hosts, src and dst, in one inventory."""
-
-    def __init__(self):
-        super().__init__(('src', 'dst'))
-        self.inventory = os.path.join(self.nodes['src'].base, 'pair.ini')
-        with open(self.inventory, 'w') as handle:
-            for host, role, peer in (('src', 'source', 'dst'), ('dst', 'target', 'src')):
-                handle.write('%s ansible_connection=local ansible_python_interpreter=%s run_dir=%s'
-                             ' migration_role=%s peer=%s\n'
-                             % (host, sys.executable, self.nodes[host].run_dir, role, peer))
-        self.disk = os.path.join(self.nodes['src'].base, 'vm1.img')
-
-    def run(self, host, args, check=False, module=MODULE):
-        """(rc, result) of an ad-hoc run of module on host."""
-        args = dict(args, run_dir=self.run_dir(host))
-        args.setdefault('name', 'vm1')
-        done = run_adhoc(self.inventory, module, args, host=host, check=check)
-        return done.rc, done.result(host=host)
-
-    def ok(self, host, args, **kw):
-        rc, result = self.run(host, args, **kw)
-        assert rc == 0, result
-        return result
-
-    def refused(self, host, args, words, **kw):
-        rc, result = self.run(host, args, **kw)
-        assert rc != 0, result
-        assert words in result['msg'], result['msg']
-        return result
-
-    def pids(self, host):
-        return [pid for pid, _argv in qemu_processes_under(self.run_dir(host))]
-
-    def start_guest(self, image, memory=32):
-        """Boot the test guest on src through kvm_instance; the disk lies where
-        both nodes see it (shared storage)."""
-        shutil.copyfile(image, self.disk)
-        give_to_qemu(self.disk)
-        return self.ok('src', {'memory': memory, 'accel': 'tcg', 'machine': 'pc', 'state': 'started',
-                               'disks': [{'path': self.disk, 'interface': 'ide'}]}, module=INSTANCE)
-
-    def prepare_and_accept(self, **accept_args):
-        prepared = self.ok('src', {'phase': 'prepare'})
-        args = {'phase': 'accept', 'runtime': prepared['runtime'], 'definition': prepared['definition']}
-        args.update(accept_args)
-        return prepared, self.ok('dst', args)
-
-    def serial(self, host):
-        return os.path.join(self.run_dir(host), 'ctrl', 'vm1.serial')
-
-
 @pytest.fixture
 def pair():
     made = Pair()
     yield made
     made.destroy()
-
-
-def free_port():
-    probe = socket.socket()
-    probe.bind(('127.0.0.1', 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def query_migrate(host_pair, host):

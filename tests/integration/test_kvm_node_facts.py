@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from ansible_run import run_adhoc, run_playbook
-from conftest import QEMU_USER, give_to_qemu, require_binary
-from nodes import LocalNode
-from qemu_procs import qemu_processes_under, wait_until
+from tests.harness.ansible_run import run_adhoc, run_playbook
+from tests.harness.nodes import LocalNode
+from tests.harness.qemu_procs import qemu_processes_under, wait_until
+from tests.harness.system import QEMU_USER, give_to_qemu, require_binary
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance

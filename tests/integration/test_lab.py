@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from ansible_run import VENV_BIN, ansible_env, run_adhoc
-from lab_fixtures import LAB_TOOL, Lab, lab_session, lab_tool, require_lab_prerequisites
-from qemu_procs import wait_until
+from tests.harness import VENV_BIN
+from tests.harness.ansible_run import ansible_env, run_adhoc
+from tests.harness.lab import LAB_TOOL, Lab, lab_tool, require_lab_prerequisites
+from tests.harness.qemu_procs import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -54,12 +55,6 @@ with socket.create_connection((address, port), timeout=timeout) as conn:
     conn.sendall(b'hello')
     print(conn.recv(1024).decode())
 '''
-
-
-@pytest.fixture(scope='session')
-def lab():
-    with lab_session() as the_lab:
-        yield the_lab
 
 
 def adhoc(lab, module, args, host='all'):

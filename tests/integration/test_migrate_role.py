@@ -24,11 +24,13 @@ import time
 
 import pytest
 
-from ansible_run import REPO, run_adhoc, run_playbook
-from conftest import give_to_qemu, require_binary
-from lab_fixtures import lab_session
-from nodes import LocalNodes
-from qemu_procs import assert_ticks_continue, qemu_processes_under, ticks, wait_until
+from tests.harness import REPO
+from tests.harness.ansible_run import run_adhoc, run_playbook
+from tests.harness.lab import inventory_with_tls
+from tests.harness.nodes import LocalNodes
+from tests.harness.qemu_procs import assert_ticks_continue, qemu_processes_under, ticks, wait_until
+from tests.harness.system import give_to_qemu, require_binary
+from tests.harness.tls_pki import Pki
 
 from ansible_collections.hvops.kvm.plugins.module_utils._migration import run_phase
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
@@ -297,7 +299,7 @@ def test_without_tls_credentials_the_role_refuses_before_anything_moves(loop, gu
     failed = loop.migrate('kvm1', 'kvm2', kvm_tls_dir=str(tmp_path / 'none'))
     assert failed.rc != 0, failed
     message = task_result(failed, 'Fail with what happened and where the guest runs')['msg']
-    assert 'ca-cert.pem is missing' in message and 'kvm_host role makes the TLS credentials' in message, message
+    assert 'ca-cert.pem is missing' in message and 'kvm_node role makes the TLS credentials' in message, message
     assert message.endswith('vm1 runs on kvm1 (pid %d).' % started['pid']), message
     assert loop.pids('kvm1') == [started['pid']] and loop.pids('kvm2') == [] and loop.files('kvm2') == []
     plain = loop.migrate('kvm1', 'kvm2', migrate_tls=False, kvm_tls_dir=str(tmp_path / 'none'))
@@ -459,39 +461,7 @@ def test_twenty_migrations_leave_nothing_behind(loop, guest_image):
     assert_ticks_continue(before, loop.serial('kvm1'), within_s=600)
 
 
-# -- over the two-host lab -------------------------------------------------------------------
-@pytest.fixture(scope='session')
-def lab():
-    with lab_session() as the_lab:
-        yield the_lab
-
-
-@pytest.fixture
-def lab_guest(lab, guest_image):
-    """The test guest's disk in a directory under the lab's base, which both
-    namespaces see (shared storage); every QEMU of the lab's run_dirs is killed
-    at the end."""
-    shared = os.path.join(lab.base, 'shared-%d' % os.getpid())
-    os.makedirs(shared, exist_ok=True)
-    disk = os.path.join(shared, 'vm1.img')
-    shutil.copyfile(guest_image('normal'), disk)
-    give_to_qemu(disk)
-    yield disk
-    for host in lab.hosts:
-        for pid, _argv in qemu_processes_under(host.run_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        wait_until(lambda run_dir=host.run_dir: not qemu_processes_under(run_dir), 10)
-        for sub in ('pid', 'ctrl', 'conf', 'ifup'):
-            path = os.path.join(host.run_dir, sub)
-            for entry in os.listdir(path) if os.path.isdir(path) else []:
-                if entry.startswith(NAME + '.') or entry.startswith(NAME + '-'):
-                    os.unlink(os.path.join(path, entry))
-    shutil.rmtree(shared, ignore_errors=True)
-
-
+# -- over the two-host lab (fixtures lab and lab_guest: conftest.py) ------------------------
 def lab_rx_bytes(lab, host):
     """Bytes received on the node's end of the link between the namespaces."""
     done = lab.run(host.name, ['cat', '/sys/class/net/%s/statistics/rx_bytes' % host.veth])
@@ -508,26 +478,12 @@ def netns_of(pid):
     return netns_of_path('/proc/%d/ns/net' % pid)
 
 
-def lab_inventory_with_tls(lab, pki):
-    """The lab's inventory, its hosts with TLS credentials for their address
-    on the link (kvm_tls_dir), as the kvm_host role makes them."""
-    inventory = lab.inventory_data()
-    ca = pki.authority('hvops-lab-ca')
-    for name, variables in inventory['all']['children']['kvm_lab']['hosts'].items():
-        variables['kvm_tls_dir'] = pki.node(ca, name, address=lab.host(name).address)
-    path = os.path.join(pki.base, 'inventory.yml')
-    with open(path, 'w') as handle:
-        json.dump(inventory, handle, indent=1)    # JSON is YAML
-    return path
-
-
 @pytest.mark.lab
 def test_the_role_migrates_between_the_lab_hosts_over_their_link(lab, lab_guest):
     """Over TLS (the role's default), both ways, as the QEMU user."""
-    from tls_pki import Pki  # pylint: disable=import-outside-toplevel
     pki = Pki()
     try:
-        check_the_role_over_the_lab(lab, lab_guest, lab_inventory_with_tls(lab, pki))
+        check_the_role_over_the_lab(lab, lab_guest, inventory_with_tls(lab, pki))
     finally:
         pki.destroy()
 

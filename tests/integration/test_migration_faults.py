@@ -30,10 +30,12 @@ import types
 
 import pytest
 
-from ansible_run import VENV_BIN, AnsibleResult, ansible_env, run_adhoc
-from conftest import QmpClient, require_binary
-from lab_fixtures import lab_session
-from qemu_procs import qemu_processes_under, serial_lines, wait_until
+from tests.harness import VENV_BIN
+from tests.harness.ansible_run import AnsibleResult, ansible_env, run_adhoc
+from tests.harness.lab import lab_session
+from tests.harness.qemu_procs import qemu_processes_under, serial_lines, wait_until
+from tests.harness.raw_qemu import QmpClient
+from tests.harness.system import require_binary
 
 from ansible_collections.hvops.kvm.plugins.module_utils._proc import flock_held, parse_locks, read_text
 

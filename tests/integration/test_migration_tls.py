@@ -13,11 +13,12 @@ import time
 
 import pytest
 
-from conftest import QEMU_USER, require_binary
-from qemu_procs import assert_ticks_continue, ticks
-from test_kvm_migrate import Pair
-from test_migrate_role import lab, lab_guest  # noqa: F401 pylint: disable=unused-import
-from tls_pki import Pki
+from tests.harness.ansible_run import run_adhoc
+from tests.harness.lab import inventory_with_tls
+from tests.harness.nodes import Pair
+from tests.harness.qemu_procs import assert_ticks_continue, ticks
+from tests.harness.system import QEMU_USER, require_binary
+from tests.harness.tls_pki import Pki
 
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import QmpSession
 
@@ -180,11 +181,9 @@ def test_over_the_lab_link_a_third_node_first_on_the_port_is_refused(lab, lab_gu
     """In the lab, the rogue runs in the source's own namespace with the valid
     certificate of a third node: the target refuses it, and the real source's
     migration over the link then completes."""
-    from test_migrate_role import lab_inventory_with_tls  # pylint: disable=import-outside-toplevel
-    from ansible_run import run_adhoc  # pylint: disable=import-outside-toplevel
     tls = Pki()
     try:
-        inventory = lab_inventory_with_tls(lab, tls)
+        inventory = inventory_with_tls(lab, tls)
         host_a, host_b = lab.host('kvm-a'), lab.host('kvm-b')
         dirs = dict((host.name, os.path.join(tls.base, 'node-%s-ca-hvops-lab-ca' % host.name))
                     for host in (host_a, host_b))

@@ -1,8 +1,8 @@
 """The two-host test lab (tools/lab.py) for pytest.
 
-A conftest makes it a session fixture with:
+tests/integration/conftest.py makes it the session fixture ``lab``:
 
-    from lab_fixtures import lab_session
+    from tests.harness.lab import lab_session
 
     @pytest.fixture(scope='session')
     def lab():
@@ -20,27 +20,15 @@ made it removes it) or HVK_LAB_KEEP=1. The Lab it yields has ``hosts``
 (see tools/lab.py).
 """
 import contextlib
-import importlib.util
+import json
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pytest
+
+from tests.harness import REPO
+from tools import lab as lab_tool
+
 LAB_TOOL = os.path.join(REPO, 'tools', 'lab.py')
-
-
-def _load_lab_tool():
-    # Loaded once, under a name of its own: the lab lock's re-entrancy is
-    # per module, and "lab" is too common a module name to put on sys.path.
-    module = sys.modules.get('hvops_kvm_lab')
-    if module is None:
-        spec = importlib.util.spec_from_file_location('hvops_kvm_lab', LAB_TOOL)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules['hvops_kvm_lab'] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-lab_tool = _load_lab_tool()
 Lab = lab_tool.Lab
 LabError = lab_tool.LabError
 missing_prerequisites = lab_tool.missing_prerequisites
@@ -48,7 +36,6 @@ missing_prerequisites = lab_tool.missing_prerequisites
 
 def require_lab_prerequisites(python='/usr/bin/python3'):
     """Skip the test when the machine cannot run the lab; fail it under CI=true."""
-    import pytest  # pylint: disable=import-outside-toplevel
     problems = missing_prerequisites(python)
     if problems:
         message = 'the two-host lab cannot run here: ' + '; '.join(problems)
@@ -77,3 +64,17 @@ def lab_session(keep=None, check_prerequisites=True, **options):
                 lab.up()    # leave it as it was found: healthy, link up
             else:
                 lab.down()
+
+
+def inventory_with_tls(lab, pki):
+    """Path of the lab's inventory, its hosts with TLS credentials for their
+    address on the link (kvm_tls_dir), as the kvm_node role makes them, from a
+    new CA of pki (a tls_pki.Pki)."""
+    inventory = lab.inventory_data()
+    ca = pki.authority('hvops-lab-ca')
+    for name, variables in inventory['all']['children']['kvm_lab']['hosts'].items():
+        variables['kvm_tls_dir'] = pki.node(ca, name, address=lab.host(name).address)
+    path = os.path.join(pki.base, 'inventory.json')
+    with open(path, 'w') as handle:
+        json.dump(inventory, handle, indent=1)
+    return path

@@ -1,13 +1,14 @@
-"""Build the hvops.kvm test guest (a raw, BIOS-bootable disk image) with nasm.
+"""Build the hvops.kvm test guest (a raw, BIOS-bootable disk image) with nasm
+from tests/guest/guest.asm.
 
-    from build import build_image
+    from tests.harness.guest import build_image
     path = build_image('dirty', dirty_mib=64)       # absolute path
 
-    python tests/guest/build.py VARIANT [--dirty-mib N] [--out DIR]
+    python -m tests.harness.guest VARIANT [--dirty-mib N] [--out DIR]
 
 Images go to <repo>/build/guest/ unless told otherwise, named after the variant
 and a hash of the source and the options, so a second build with the same
-inputs finds the first and returns at once. See README.md beside this file.
+inputs finds the first and returns at once. See tests/guest/README.md.
 """
 import argparse
 import hashlib
@@ -17,9 +18,9 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, 'guest.asm')
-REPO = os.path.dirname(os.path.dirname(HERE))
+from tests.harness import REPO
+
+SOURCE = os.path.join(REPO, 'tests', 'guest', 'guest.asm')
 DEFAULT_OUT = os.path.join(REPO, 'build', 'guest')
 
 VARIANTS = ('normal', 'stubborn', 'dirty')
@@ -87,7 +88,8 @@ def build_image(variant, out_dir=None, dirty_mib=DEFAULT_DIRTY_MIB):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='Build the hvops.kvm test guest image and print its path.')
+    parser = argparse.ArgumentParser(prog='python -m tests.harness.guest',
+                                     description='Build the hvops.kvm test guest image and print its path.')
     parser.add_argument('variant', choices=VARIANTS)
     parser.add_argument('--dirty-mib', type=int, default=DEFAULT_DIRTY_MIB,
                         help='MiB the dirty variant keeps rewriting (default %(default)s)')
@@ -96,7 +98,7 @@ def main(argv=None):
     try:
         print(build_image(args.variant, out_dir=args.out, dirty_mib=args.dirty_mib))
     except GuestBuildError as error:
-        print('build.py: error: %s' % error, file=sys.stderr)
+        print('tests.harness.guest: error: %s' % error, file=sys.stderr)
         return 1
     return 0
 

@@ -1,4 +1,4 @@
-"""The hvops.kvm.kvm_host role through real ansible-playbook runs on localhost.
+"""The hvops.kvm.kvm_node role through real ansible-playbook runs on localhost.
 
 The packages are installed on the test machine already (tools/setup.sh), so apt
 reports ok; the state directory, the TLS directory and the controller's CA go
@@ -14,15 +14,15 @@ import subprocess
 
 import pytest
 
-from ansible_run import run_playbook, write_local_inventory
+from tests.harness.ansible_run import run_playbook, write_local_inventory
 
-HOST_VARS = {'kvm_host_apt_update_cache': False}
+HOST_VARS = {'kvm_node_apt_update_cache': False}
 
 
 @pytest.fixture(scope='module', autouse=True)
 def debian_with_packages():
     if not os.path.exists('/etc/debian_version') or shutil.which('apt-get') is None:
-        pytest.skip('the kvm_host role is for Debian and Ubuntu')
+        pytest.skip('the kvm_node role is for Debian and Ubuntu')
     missing = [tool for tool in ('qemu-system-x86_64', 'qemu-img', 'socat', 'ip') if shutil.which(tool) is None]
     if missing:
         message = '%s not installed (make setup installs them)' % ', '.join(missing)
@@ -37,13 +37,13 @@ def play(tmp_path):
     inventory = write_local_inventory(str(tmp_path / 'inventory.ini'))
 
     def write(**role_vars):
-        role_vars = dict(HOST_VARS, **dict({'kvm_host_run_dir': str(tmp_path / 'run'),
-                                            'kvm_host_tls_dir': str(tmp_path / 'etc' / 'tls'),
-                                            'kvm_host_tls_ca_dir': str(tmp_path / 'ca')}, **role_vars))
+        role_vars = dict(HOST_VARS, **dict({'kvm_node_run_dir': str(tmp_path / 'run'),
+                                            'kvm_node_tls_dir': str(tmp_path / 'etc' / 'tls'),
+                                            'kvm_node_tls_ca_dir': str(tmp_path / 'ca')}, **role_vars))
         path = str(tmp_path / 'site.yml')
         with open(path, 'w') as handle:
             json.dump([{'name': 'Prepare the node', 'hosts': 'localhost', 'gather_facts': False,
-                        'roles': [{'role': 'hvops.kvm.kvm_host', 'vars': role_vars}]}], handle, indent=1)
+                        'roles': [{'role': 'hvops.kvm.kvm_node', 'vars': role_vars}]}], handle, indent=1)
         return inventory, path
     return write
 
@@ -61,7 +61,7 @@ def task(result, suffix):
 
 def test_second_run_changes_nothing_and_check_mode_touches_nothing(play, tmp_path):
     # Without TLS, which has its own tests below, the state directory is all that changes.
-    inventory, book = play(kvm_host_tls=False)
+    inventory, book = play(kvm_node_tls=False)
     run_dir = str(tmp_path / 'run')
 
     predicted = run_playbook(inventory, book, check=True)
@@ -101,7 +101,7 @@ def test_a_loose_state_directory_is_tightened(play, tmp_path):
 
 
 def test_a_missing_bridge_fails_clearly(play, tmp_path):
-    inventory, book = play(kvm_host_bridges=['hvk-nobr0', 'hvk-nobr1'], kvm_host_tls=False)
+    inventory, book = play(kvm_node_bridges=['hvk-nobr0', 'hvk-nobr1'], kvm_node_tls=False)
     result = run_playbook(inventory, book)
     assert result.rc != 0
     failed = task(result, 'Check that the bridges for guests exist')
@@ -121,7 +121,7 @@ def test_an_existing_bridge_passes(play):
     if made.returncode != 0:
         pytest.skip('cannot create a test bridge here: %s' % made.stderr.strip())
     try:
-        inventory, book = play(kvm_host_bridges=[bridge])
+        inventory, book = play(kvm_node_bridges=[bridge])
         result = run_playbook(inventory, book)
         assert result.rc == 0, result
         assert task(result, 'List the bridges of the node')['changed'] is False
@@ -138,12 +138,12 @@ def test_problems_are_shown_and_fail_the_play_only_when_asked(play, tmp_path):
     os.chmod(str(tmp_path / 'run'), 0o700)
     (pid_dir / 'ghost.pid').write_text('999999\n')
 
-    inventory, book = play(kvm_host_facts_subset=['instances'])
+    inventory, book = play(kvm_node_facts_subset=['instances'])
     shown = run_playbook(inventory, book)
     assert shown.rc == 0, shown
     assert any('instance ghost crashed' in p for p in task(shown, "Show the node's problems")['msg'])
 
-    inventory, book = play(kvm_host_facts_subset=['instances'], kvm_host_fail_on_problems=True)
+    inventory, book = play(kvm_node_facts_subset=['instances'], kvm_node_fail_on_problems=True)
     failed = run_playbook(inventory, book)
     assert failed.rc != 0
     message = task(failed, "Fail on the node's problems")['msg']
@@ -160,7 +160,7 @@ def throwaway_user():
 
 
 def test_the_qemu_user_is_created_as_a_system_user_without_a_login(play, throwaway_user, tmp_path):
-    inventory, book = play(kvm_host_qemu_user=throwaway_user)
+    inventory, book = play(kvm_node_qemu_user=throwaway_user)
     predicted = run_playbook(inventory, book, check=True)
     assert predicted.rc == 0, predicted
     assert task(predicted, "Create the user guests' QEMU runs as")['changed'] is True
@@ -299,7 +299,7 @@ def test_tls_credentials_are_made_checked_and_kept(play, tls):
     # The node's key belongs to the certificate.
     assert openssl('pkey', '-in', str(tls_dir / 'server-key.pem'), '-pubout') == \
         openssl('x509', '-in', str(tls_dir / 'server-cert.pem'), '-noout', '-pubkey')
-    # Valid kvm_host_tls_days (825) days.
+    # Valid kvm_node_tls_days (825) days.
     assert openssl('x509', '-in', str(tls_dir / 'server-cert.pem'), '-noout', '-checkend', str(824 * 86400))
     with pytest.raises(subprocess.CalledProcessError):
         openssl('x509', '-in', str(tls_dir / 'server-cert.pem'), '-noout', '-checkend', str(826 * 86400))
@@ -371,7 +371,7 @@ def make_operator_ca(directory):
 def test_an_operator_ca_is_used_and_a_change_of_ca_signs_again(play, tls, tmp_path):
     tls_dir, ca_dir = tls
     cert, key = make_operator_ca(tmp_path / 'operator')
-    inventory, book = play(kvm_host_tls_ca_cert=str(cert), kvm_host_tls_ca_key=str(key), **MIGRATION_ADDRESS)
+    inventory, book = play(kvm_node_tls_ca_cert=str(cert), kvm_node_tls_ca_key=str(key), **MIGRATION_ADDRESS)
     given = run_playbook(inventory, book)
     assert given.rc == 0, given
     assert not os.path.exists(str(ca_dir)), 'the role made a CA of its own'
@@ -401,16 +401,16 @@ def test_an_operator_ca_is_used_and_a_change_of_ca_signs_again(play, tls, tmp_pa
 def test_half_an_operator_ca_is_refused(play, tls, tmp_path):
     tls_dir, _ca_dir = tls
     cert, _key = make_operator_ca(tmp_path / 'operator')
-    inventory, book = play(kvm_host_tls_ca_cert=str(cert))
+    inventory, book = play(kvm_node_tls_ca_cert=str(cert))
     refused = run_playbook(inventory, book)
     assert refused.rc != 0
-    assert 'Give both kvm_host_tls_ca_cert and kvm_host_tls_ca_key' in task(refused, 'Check the TLS CA variables')['msg']
+    assert 'Give both kvm_node_tls_ca_cert and kvm_node_tls_ca_key' in task(refused, 'Check the TLS CA variables')['msg']
     assert not os.path.exists(str(tls_dir))
 
 
 def test_tls_false_makes_no_tls_directory(play, tls):
     tls_dir, ca_dir = tls
-    inventory, book = play(kvm_host_tls=False)
+    inventory, book = play(kvm_node_tls=False)
     result = run_playbook(inventory, book)
     assert result.rc == 0, result
     assert stats(result)['changed'] == 1, 'only the state directory'

@@ -6,16 +6,18 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(REPO, '.venv', 'bin')
+from tests.harness import COLLECTIONS, VENV_BIN
+
+# The test_json stdout callback the results are parsed from.
+CALLBACK_PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins')
 
 
 def ansible_env(extra=None):
     env = dict(os.environ)
     env.update({
-        'ANSIBLE_COLLECTIONS_PATH': os.path.join(REPO, 'build', 'collections'),
+        'ANSIBLE_COLLECTIONS_PATH': COLLECTIONS,
         'ANSIBLE_STDOUT_CALLBACK': 'test_json',
-        'ANSIBLE_CALLBACK_PLUGINS': os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins'),
+        'ANSIBLE_CALLBACK_PLUGINS': CALLBACK_PLUGINS,
         'ANSIBLE_LOAD_CALLBACK_PLUGINS': '1',
         'ANSIBLE_NOCOLOR': '1',
         'ANSIBLE_HOST_KEY_CHECKING': '0',

@@ -1,6 +1,6 @@
 """Throw-away x509 material for TLS migration tests, made with the openssl
 command: certificate authorities, and per node a credentials directory laid
-out as the hvops.kvm.kvm_host role lays it out (ca-cert.pem, the node's
+out as the hvops.kvm.kvm_node role lays it out (ca-cert.pem, the node's
 certificate and key as server-* and client-*; keys the QEMU user's, 0600;
 the directory root:QEMU group, 0750)."""
 import grp
@@ -9,7 +9,7 @@ import pwd
 import shutil
 import subprocess
 
-from conftest import QEMU_USER, reachable_dir, require_binary
+from tests.harness.system import QEMU_USER, reachable_dir, require_binary
 
 CURVE = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
 
