@@ -466,9 +466,9 @@ def phases_library(lab, src, dst):
     return times, migrated
 
 
-def phases_playbook(lab, src, dst, junit_dir, baseline=False):
+def phases_playbook(lab, src, dst, junit_dir, baseline=False, pipelining=False):
     """One ``ansible-playbook playbooks/migrate.yml`` run (``baseline``: the
-    baseline collection's); seconds per task kind from ansible-core's junit
+    baseline collection's; ``pipelining``: with ANSIBLE_PIPELINING); seconds per task kind from ansible-core's junit
     callback ('other': the role's set_fact, assert, debug... tasks; 'outside
     tasks': start-up, inventory, the play)."""
     from tests.harness.ansible_run import run_playbook
@@ -477,6 +477,8 @@ def phases_playbook(lab, src, dst, junit_dir, baseline=False):
     env = {'ANSIBLE_CALLBACKS_ENABLED': 'ansible.builtin.junit', 'JUNIT_OUTPUT_DIR': junit_dir,
            'JUNIT_HIDE_TASK_ARGUMENTS': 'true', 'JUNIT_INCLUDE_SETUP_TASKS_IN_REPORT': 'false'}
     playbook = PLAYBOOK
+    if pipelining:
+        env['ANSIBLE_PIPELINING'] = 'true'
     if baseline:
         env['ANSIBLE_COLLECTIONS_PATH'] = baseline_collections()
         playbook = os.path.join(BASELINE, 'ansible_collections', 'hvops', 'kvm', 'playbooks', 'migrate.yml')
@@ -510,7 +512,7 @@ def end_to_end(lab, memory, rounds, settle, samples):
     here, there = 'a', 'b'
     junit_dir = os.path.join(lab.base, 'junit')
     os.makedirs(junit_dir, exist_ok=True)
-    ways = ('library', 'playbook', 'baseline playbook')
+    ways = ('library', 'playbook', 'baseline playbook', 'playbook, pipelining')
     for rnd in range(rounds):
         for way in ways if rnd % 2 == 0 else ways[::-1]:
             load = settle()
@@ -518,7 +520,8 @@ def end_to_end(lab, memory, rounds, settle, samples):
             if way == 'library':
                 parts, migrated = phases_library(lab, here, there)
             else:
-                parts, migrated = phases_playbook(lab, here, there, junit_dir, baseline=way != 'playbook')
+                parts, migrated = phases_playbook(lab, here, there, junit_dir, baseline=way == 'baseline playbook',
+                                                  pipelining=way == 'playbook, pipelining')
             wall = time.perf_counter() - start
             samples.add(memory, way, wall, rnd, load, parts=parts, qemu_total_ms=migrated['stats']['total_time_ms'],
                         migrate_wait_s=migrated['timing']['wait_s'])
@@ -675,13 +678,15 @@ def report_downtime(rep, samples, wall_samples):
 
 
 def report_end_to_end(rep, samples, memory):
-    ways = [way for way in ('library', 'playbook', 'baseline playbook') if samples.select(memory, way)]
+    ways = [way for way in ('library', 'playbook', 'baseline playbook', 'playbook, pipelining')
+            if samples.select(memory, way)]
     if not ways:
         return
     parts = list(E2E_PARTS) + ['other', 'outside tasks']
     names = {'library': 'the five phases in-process',
              'playbook': 'ansible-playbook playbooks/migrate.yml',
-             'baseline playbook': 'the same, collection at %s (before the lean role)' % BASELINE_COMMIT}
+             'baseline playbook': 'the same, collection at %s (before the lean role)' % BASELINE_COMMIT,
+             'playbook, pipelining': 'playbooks/migrate.yml with ANSIBLE_PIPELINING=true'}
     table = Table('A whole migration, %d MiB guest of random RAM going back and forth: seconds (medians)' % memory,
                   ['way', 'total'] + parts + ['vs in-process', 'vs baseline'])
     for way in ways:
@@ -695,7 +700,7 @@ def report_end_to_end(rep, samples, memory):
                      if 'baseline playbook' in ways else '-')
         table.add(*cells)
     lib = samples.select(memory, 'library')
-    for way, modules in (('playbook', 5), ('baseline playbook', 7)):
+    for way, modules in (('playbook', 5), ('baseline playbook', 7), ('playbook, pipelining', 5)):
         play = samples.select(memory, way)
         if not play or not lib:
             continue
@@ -729,7 +734,7 @@ def main(quick=False, out_dir=common.RESULTS):
         print('downtime', flush=True)
         downtimes(lab, 1 if quick else 2, settle, downtime, DOWNTIME_CASES[3:5] if quick else DOWNTIME_CASES)
         print('a whole migration through ansible', flush=True)
-        end_to_end(lab, 256, 1 if quick else 3, settle, e2e)
+        end_to_end(lab, 256, 1 if quick else 4, settle, e2e)
     finally:
         lab.destroy()
     report_wall(rep, wall, cases)
