@@ -6,12 +6,17 @@ them by running ``get-pip-PIPVERSION.py``, which it downloads from a host these
 machines cannot reach, unless ``~/.ansible/test/cache/get_pip_PIPVERSION.py``
 already exists.
 
-``--install`` copies this file into that cache, under every name the installed
-ansible-test may look for (one per pip version it pins across the Python
-versions it supports). ansible-test later runs that copy with the venv's
-Python and get-pip's arguments, e.g. ``--disable-pip-version-check pip==24.2
---no-setuptools --no-wheel``. The copy then does what get-pip does, from the
-package registry instead of a bundled pip:
+``--install`` copies this file into that cache, under every name the
+ansible-test of the Python running it may look for (one per pip version it pins
+across the Python versions it supports); tools/setup.sh runs it with each
+venv's Python, since ansible-core lines pin their own pip (2.18, 2.19: 24.2;
+2.16, 2.17: 23.1.2; 2.16 also 20.3.4 and 21.3.1 for Python 2.7, 3.6). The cache path
+and name are the same in all of them. ansible-test later runs that copy with the
+venv's Python and get-pip's arguments, e.g. ``--disable-pip-version-check
+pip==24.2 --no-setuptools --no-wheel`` (2.16 and 2.17 instead pin setuptools
+and wheel in the arguments: ``pip==23.1.2 setuptools==67.7.2 wheel==0.37.1``).
+The copy then does what get-pip does, from the package registry instead of a
+bundled pip:
 
 * bootstrap pip with the interpreter's own ``ensurepip``;
 * ``pip install`` the arguments get-pip passes on (the pinned pip);

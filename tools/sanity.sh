@@ -6,19 +6,23 @@
 # into build/sanity/ansible_collections/hvops/kvm afresh on every run; nothing
 # there is edited by hand. Extra arguments go to ansible-test, e.g.
 #   tools/sanity.sh --test pylint        tools/sanity.sh --python 3.8
+# except a first --ansible-venv DIR: the ansible-core (so the ansible-test) to run,
+# the project's .venv unless given, e.g. the matrix's (tools/setup.sh 2.16 makes it):
+#   tools/sanity.sh --ansible-venv build/venv-core2.16 --test validate-modules
 #
 # How it runs, and why:
 # * The tree gets a git repository of its own (no commits needed). ansible-test
 #   lists content with `git ls-files` from the nearest .git upwards; without one
 #   it would find the checkout's, where build/ is ignored, and skip everything.
-# * The controller is the project venv's Python, as it is (no --venv, no
+# * The controller is that venv's Python, as it is (no --venv, no
 #   --requirements): it already has ansible-core and its pinned dependencies.
 #   --venv would build a second controller venv under tests/output/.tmp, which
 #   this script wipes, so every run would download it again; --requirements
-#   would pip-install ansible-test's own pins into .venv and break its pins.
+#   would pip-install ansible-test's own pins into the venv and break its pins.
 #   Every sanity test that needs packages (pylint, yamllint, import, ...) still
-#   gets its own venv under ~/.ansible/test/venv, made once and reused; pip is
-#   bootstrapped there by tools/get_pip_standin.py (see tools/setup.sh).
+#   gets its own venv under ~/.ansible/test/venv, named by a hash of what it
+#   installs (so each ansible-test version has its own), made once and reused;
+#   pip is bootstrapped there by tools/get_pip_standin.py (see tools/setup.sh).
 # * Multi-version tests (compile, import) run on every Python that ansible-test
 #   supports and that is really installed, modules on those tests/config.yml
 #   allows. pyenv's shims for versions that are installed but not selected only
@@ -34,7 +38,16 @@
 #   all other output, errors included, and ansible-test's exit status are kept.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-python=$top/.venv/bin/python
+venv=$top/.venv
+if [ "${1:-}" = --ansible-venv ]; then
+    [ $# -ge 2 ] || { echo "sanity: --ansible-venv needs a directory" >&2; exit 2; }
+    case "$2" in
+        /*) venv=$2 ;;
+        *) venv=$top/$2 ;;
+    esac
+    shift 2
+fi
+python=$venv/bin/python
 [ -x "$python" ] || { echo "sanity: no $python; run tools/setup.sh first" >&2; exit 1; }
 
 # Findings are fixed, not ignored: ignore files stay absent or empty.
@@ -96,4 +109,5 @@ unset ANSIBLE_COLLECTIONS_PATH ANSIBLE_COLLECTIONS_PATHS
 export PATH=$bin:$path
 quiet() { grep --line-buffered -v "^WARNING: Location 'file:///opt/.*' is ignored" || true; }
 # stdout and stderr filtered apart; the status is ansible-test's (pipefail).
-{ "$top/.venv/bin/ansible-test" sanity --color no "$@" 2>&1 1>&3 3>&- 9>&- | quiet >&2; } 3>&1 | quiet
+echo "sanity: $("$venv/bin/ansible-test" --version) from ${venv#"$top"/}"
+{ "$venv/bin/ansible-test" sanity --color no "$@" 2>&1 1>&3 3>&- 9>&- | quiet >&2; } 3>&1 | quiet

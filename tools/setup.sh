@@ -2,6 +2,12 @@
 # One-command set-up for development and tests: Debian packages, the pinned
 # virtual environment, the collection link Ansible loads hvops.kvm from, and
 # ansible-test's offline pip bootstrap. A second run only checks and exits.
+#
+#   tools/setup.sh [LINE...]
+#
+# Each LINE (an ansible-core line `make matrix` tests, e.g. 2.16) also gets
+# build/venv-coreLINE, from tests/requirements/core-LINE.txt, rebuilt only when
+# that file changes; its ansible-test gets the pip bootstrap stand-in too.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,17 +51,36 @@ if ! getent passwd "$qemu_user" >/dev/null; then
         --shell /usr/sbin/nologin --comment "hvops.kvm QEMU guests" "$qemu_user"
 fi
 
-# The virtual environment, rebuilt only when the pinned requirements change.
+# A virtual environment from a requirements file, rebuilt only when the file
+# changes (a half-made one has no stamp, so it is made again).
 python=${PYTHON:-python3}
-stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: creating .venv from requirements-dev.txt"
-    "$python" -m venv .venv
-    quiet_pip .venv/bin/python -m pip install -q --upgrade pip
-    quiet_pip .venv/bin/python -m pip install -q -r requirements-dev.txt
-    echo "$want" > "$stamp"
-fi
+make_venv() {
+    local venv=$1 requirements=$2 stamp want
+    stamp=$venv/.requirements.sha256
+    want=$(sha256sum "$requirements" | cut -d' ' -f1)
+    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "setup: creating $venv from $requirements"
+        rm -f "$stamp"
+        "$python" -m venv --clear "$venv"
+        quiet_pip "$venv/bin/python" -m pip install -q --upgrade pip
+        quiet_pip "$venv/bin/python" -m pip install -q -r "$requirements"
+        echo "$want" > "$stamp"
+    fi
+}
+
+lines=()
+for line in "$@"; do
+    [ -f "tests/requirements/core-$line.txt" ] || {
+        echo "setup: no tests/requirements/core-$line.txt for ansible-core $line" >&2
+        exit 2
+    }
+    lines+=("$line")
+done
+
+make_venv .venv requirements-dev.txt
+for line in "${lines[@]}"; do
+    make_venv "build/venv-core$line" "tests/requirements/core-$line.txt"
+done
 
 # hvops.kvm as Ansible sees it: a link to this checkout, never a copy.
 mkdir -p build/collections/ansible_collections/hvops
@@ -66,5 +91,9 @@ if [ "$(readlink "$link" 2>/dev/null)" != "$top" ]; then
 fi
 
 # ansible-test downloads get-pip from a host these machines cannot reach; its
-# cache gets a stand-in that bootstraps pip from the interpreter's ensurepip.
+# cache gets a stand-in that bootstraps pip from the interpreter's ensurepip,
+# under the names each ansible-test installed here looks for.
 .venv/bin/python tools/get_pip_standin.py --install
+for line in "${lines[@]}"; do
+    "build/venv-core$line/bin/python" tools/get_pip_standin.py --install
+done

@@ -16,7 +16,12 @@ hvops.kvm itself is imported as ``ansible_collections.hvops.kvm`` through the
 link ``make setup`` puts in build/collections.
 """
 import os
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(REPO, '.venv', 'bin')
+# The ansible of the venv whose Python runs the tests: the project's .venv, or
+# that of another ansible-core line (`make matrix`); else the project's.
+VENV_BIN = os.path.dirname(sys.executable)
+if not os.path.exists(os.path.join(VENV_BIN, 'ansible-playbook')):
+    VENV_BIN = os.path.join(REPO, '.venv', 'bin')
 COLLECTIONS = os.path.join(REPO, 'build', 'collections')

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.harness import VENV_BIN
 from tests.harness.ansible_run import run_adhoc, run_playbook, write_playbook
 from tests.harness.qemu_procs import pid_alive, qemu_processes_under, serial_lines, wait_until
 from tests.harness.raw_qemu import QmpClient
@@ -155,7 +156,7 @@ def test_two_concurrent_runs_are_serialised(node, guest_image):
     args = spec_for(node, guest_image('normal'), state='started')
     ok(adhoc(node, dict(args, state='present')))
     procs = [subprocess.Popen(
-        [os.path.join(os.path.dirname(__file__), '..', '..', '.venv', 'bin', 'ansible'), 'localhost',
+        [os.path.join(VENV_BIN, 'ansible'), 'localhost',
          '-i', node.inventory, '-m', MODULE, '-a', json.dumps(args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=node.env()) for _run in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
