@@ -204,8 +204,8 @@ class _Run:
             source, _target = self.statuses()
             return self.base(False, self.source if source.get('present') else None, source.get('pid'),
                              failed=True, refused=True, error=refusal,
-                             message='Not migrating %s from %s to %s: %s.' % (self.name, self.source,
-                                                                               self.target, refusal))
+                             message='Not migrating %s from %s to %s: %s.'
+                             % (self.name, self.source, self.target, refusal))
         if self.already_there():
             _source, target = self.statuses()
             return self.base(False, self.target, target.get('pid'), already_there=True,

@@ -8,7 +8,6 @@ from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings impo
 from ansible_collections.hvops.kvm.plugins.module_utils._states import MIGRATION_ENDED
 
 
-
 def extract_stats(info):
     """Migration statistics from a query-migrate reply, in plain names."""
     info = info or {}
