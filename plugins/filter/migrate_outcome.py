@@ -93,7 +93,14 @@ def _sentence(text):
 
 
 def _number(value):
-    return None if value is None or value == '' else float(value)
+    """A number from a phase's result, or None for one that is missing or is
+    not a number (a node's result is not trusted to be well formed)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _truth(value):
@@ -185,7 +192,7 @@ class _Run:
         record = {
             'instance': self.name, 'source': self.source, 'target': self.target,
             'moved': moved, 'runs_on': runs_on, 'pid': pid, 'uri': None, 'stats': None,
-            'elapsed_s': round(float(self.run.get('now', 0)) - float(self.run.get('started', 0)), 2),
+            'elapsed_s': round((_number(self.run.get('now')) or 0.0) - (_number(self.run.get('started')) or 0.0), 2),
         }
         record.update(more)
         return record

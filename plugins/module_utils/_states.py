@@ -49,8 +49,6 @@ OUTGOING_MIGRATION = ('setup', 'active', 'pre-switchover', 'device', 'wait-unplu
 MIGRATION_ENDED = ('completed', 'failed', 'cancelled')
 POSTCOPY = ('postcopy-active', 'postcopy-paused', 'postcopy-recover')
 
-KINDS = ('absent', 'running', 'paused', 'incoming-complete', 'incoming-partial', 'busy', 'unknown')
-
 
 def guest_state(run_state, incoming=False, migration_status=None):
     """The state of a live QEMU from its run state, whether it was started as a

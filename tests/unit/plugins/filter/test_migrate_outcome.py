@@ -185,3 +185,13 @@ def test_a_role_that_failed_before_its_first_phase_touched_nothing():
     assert result['message'] == ('Migration of vm1 from kvm1 to kvm2 failed before it started, in "hvops.kvm.migrate'
                                  ' : Validating arguments": migrate_timeout: \'soon\' is not an integer. Nothing was'
                                  ' changed.')
+
+
+def test_a_node_result_with_hostile_times_is_still_described():
+    result = migrate_outcome(run(
+        prepared=prepared(), accepted=accepted(),
+        migrated={'uri': 'tcp:127.0.0.1:49152', 'tls': False, 'stats': STATS, 'started_at': 'soon; rm -rf /',
+                  'finished_at': True, 'timing': {'completed_at': None}},
+        finalized={'state': 'running', 'pid': 200}))
+    assert result['moved'] is True and result['runs_on'] == 'kvm2'
+    assert result['migration_started'] is None and result['migration_finished'] is None
