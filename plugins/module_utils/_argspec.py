@@ -5,7 +5,7 @@
 names in plugins/doc_fragments. Each module's whole spec is in its service
 (_kvm_instance, _kvm_migrate, _kvm_node_facts)."""
 
-from ansible_collections.hvops.kvm.plugins.module_utils._layout import DEFAULT_RUN_DIR
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT as DEFAULT_MONITOR_TIMEOUT
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
@@ -14,6 +14,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
 # doc fragment hvops.kvm.node
 HOST_ARGS = dict(
     run_dir=dict(type='path', default=DEFAULT_RUN_DIR),
+    state_dir=dict(type='path', default=DEFAULT_STATE_DIR),
     monitor_timeout=dict(type='float', default=DEFAULT_MONITOR_TIMEOUT),
     run_as=dict(type='str', default=DEFAULT_RUN_AS),
 )

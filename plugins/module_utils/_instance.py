@@ -18,6 +18,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly
 from ansible_collections.hvops.kvm.plugins.module_utils._launch import launch
 from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
+from ansible_collections.hvops.kvm.plugins.module_utils._policy import load_last, went_down_running
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT, QmpSession
 from ansible_collections.hvops.kvm.plugins.module_utils._taps import create_taps, existing_taps, remove_taps, tap_name
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
@@ -66,9 +67,15 @@ class Instance:
         Only a QEMU that died uncleanly leaves its pidfile: one that exits
         cleanly (the guest powered itself off, or QMP quit) removes it itself,
         pid/ being its user's. Sockets are no evidence: a QEMU running as its
-        own user cannot remove them from the root-only ctrl/.
+        own user cannot remove them from the root-only ctrl/. After a reboot
+        (run_dir emptied) a guest the collection last left running crashed
+        with its node (_policy.went_down_running).
         """
-        return 'crashed' if os.path.lexists(self.paths.pidfile) else 'stopped'
+        if os.path.lexists(self.paths.pidfile):
+            return 'crashed'
+        if went_down_running(load_last(self.paths), os.path.lexists(self.paths.runtime)):
+            return 'crashed'
+        return 'stopped'
 
     def status(self):
         """What the instance is here: the record of _observe.observe (a monitor
@@ -91,11 +98,13 @@ class Instance:
         return argv, taps
 
     def vnc_password(self):
-        try:
-            with open(self.paths.vnc_password) as handle:
-                return handle.read().rstrip('\n')
-        except FileNotFoundError:
-            return None
+        for path in (self.paths.vnc_password, self.paths.legacy_vnc_password):
+            try:
+                with open(path) as handle:
+                    return handle.read().rstrip('\n')
+            except FileNotFoundError:
+                continue
+        return None
 
     def start(self, argv, spec, accel, qemu_version=None, paused=False):
         """Start QEMU from argv; return the pid. The runtime is written first,

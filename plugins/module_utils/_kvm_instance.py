@@ -6,6 +6,7 @@
 from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS, INSTANCE_SPEC_ARGS
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import DEFAULT_SHUTDOWN_TIMEOUT
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from ansible_collections.hvops.kvm.plugins.module_utils._policy import RESTART_POLICIES
 from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import STATES, STOP_MODES, run_task
 
 ARGUMENT_SPEC = dict(
@@ -15,6 +16,10 @@ ARGUMENT_SPEC = dict(
     force=dict(type='bool', default=False),
     shutdown_timeout=dict(type='int', default=DEFAULT_SHUTDOWN_TIMEOUT),
     lock_timeout=dict(type='int', default=DEFAULT_LOCK_TIMEOUT),
+    autostart=dict(type='bool'),
+    autostart_order=dict(type='int'),
+    autostart_delay=dict(type='int'),
+    restart_policy=dict(type='str', choices=list(RESTART_POLICIES)),
     **dict(HOST_ARGS, **INSTANCE_SPEC_ARGS)
 )
 MODULE_OPTIONS = dict(supports_check_mode=True)

@@ -22,6 +22,7 @@ ARGUMENT_SPEC = dict(
     lock_timeout=_defaulted('int', 'lock_timeout'),
     runtime=_option('dict'),
     definition=_option('dict'),
+    policy=_option('dict'),
     vnc_password=_option('str', no_log=True),
     migration_address=_defaulted('str', 'migration_address'),
     migration_ports=_defaulted('str', 'migration_ports'),

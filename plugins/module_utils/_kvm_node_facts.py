@@ -17,7 +17,8 @@ MODULE_OPTIONS = dict(supports_check_mode=True)
 def run(params, run_command, check_mode=False):
     """The module's result: the kvm_node facts (it never changes anything,
     so check mode runs the same)."""
-    facts = gather(run_command, run_dir=params['run_dir'], gather_subset=params['gather_subset'],
+    facts = gather(run_command, run_dir=params['run_dir'], state_dir=params['state_dir'],
+                   gather_subset=params['gather_subset'],
                    qemu_binary=params['qemu_binary'], monitor_timeout=params['monitor_timeout'],
                    run_as=params['run_as'])
     return {'changed': False, 'ansible_facts': {'kvm_node': facts}}

@@ -41,19 +41,19 @@ figures) and _migration_recover (which copy to keep).
 """
 
 import contextlib
-import os
 import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _migration_tls, _qemu, _qemu_user
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MigrationError, MonitorError, StateError, ValidationError)
-from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
+from ansible_collections.hvops.kvm.plugins.module_utils._files import write_atomic
 from ansible_collections.hvops.kvm.plugins.module_utils._resources import bridge_exists
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import requirements_of, target_problems
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_intake import checked_definition, checked_runtime
+from ansible_collections.hvops.kvm.plugins.module_utils._policy import checked_policy, mark, save_policy, stored_policy
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import decide
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (
     DEFAULTS, capabilities, check_options, listen_address, parameters, parse_port_range, parse_uri, tcp_uri)
@@ -61,7 +61,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._migration_watch import 
 from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
 from ansible_collections.hvops.kvm.plugins.module_utils._proc import available_kib, flock_held, held_locks, meminfo
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
-    load_definition, make_runtime, save_definition, save_runtime)
+    has_definition, has_vnc_password, load_definition, make_runtime, save_definition, save_runtime, undefine)
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import check_host_files, disk_clash
 from ansible_collections.hvops.kvm.plugins.module_utils._states import OUTGOING_MIGRATION, copy_kind, guest_state
 from ansible_collections.hvops.kvm.plugins.module_utils._values import vnc_password as check_vnc_password
@@ -93,7 +93,7 @@ class Migration:
         self.params.update((key, value) for key, value in params.items() if value is not None)
         check_options(self.params)
         self.name = params.get('name')
-        self.layout = NodeLayout(self.params['run_dir'])
+        self.layout = NodeLayout(self.params['run_dir'], self.params.get('state_dir'))
         self.known_user = _qemu_user.lookup(self.params['run_as'])
         self.layout.verify(self.known_user)
         self.instance = Instance(self.layout, self.name, run,
@@ -132,11 +132,12 @@ class Migration:
 
     def discard(self, remove_definition):
         """Kill the copy here (QMP quit, then SIGKILL to the identified process)
-        and remove its files; the definition too when the guest lives elsewhere
-        (a VNC password without a definition always)."""
+        and remove its files; the definition (with VNC password, policy and
+        last state) too when the guest lives elsewhere (a VNC password without
+        a definition always)."""
         self.instance.stop(mode='kill')
-        if remove_definition or not os.path.exists(self.paths.definition):
-            remove_quietly(self.paths.definition, self.paths.vnc_password, self.paths.log)
+        if remove_definition or not has_definition(self.paths):
+            undefine(self.paths)
 
     def adopt(self, record, runtime):
         """Make the live copy here the guest, running; the actions (only
@@ -150,7 +151,11 @@ class Migration:
         if record['incoming']:
             self.instance.qemu_user = _qemu_user.resolve(self.params['run_as'])
             spec = runtime['spec']
-            save_definition(self.paths, (runtime.get('migration') or {}).get('definition') or spec)
+            moved = runtime.get('migration') or {}
+            save_definition(self.paths, moved.get('definition') or spec)
+            if moved.get('policy') is not None:
+                save_policy(self.paths, checked_policy(moved['policy'], self.name))
+            mark(self.paths, 'running', 'migration')
             argv, _scripts = self.instance.prepare_argv(spec, runtime['argv'][0], runtime['accel'])
             settled = make_runtime(argv, spec, runtime['accel'], runtime.get('qemu_version'))
             settled['started_at'] = runtime.get('started_at', settled['started_at'])
@@ -166,6 +171,7 @@ class Migration:
         with self.locked():
             record, runtime = self.observe()
             definition = load_definition(self.paths)
+            policy = stored_policy(self.paths, self.name)
         problem = self._not_migratable(record, runtime)
         if problem:
             # What the copy here is goes with the refusal: the role decides from it.
@@ -175,6 +181,7 @@ class Migration:
             'run_state': record['run_state'],
             'runtime': runtime,
             'definition': definition,
+            'policy': policy,
             'requirements': requirements_of(runtime),
             'observed': record,
         }
@@ -200,6 +207,7 @@ class Migration:
         given = self.params['runtime']
         runtime, spec = checked_runtime(self.name, given, self.params['qemu_binary'])
         definition = checked_definition(self.name, self.params['definition'], self.params['qemu_binary'])
+        policy = None if self.params.get('policy') is None else checked_policy(self.params['policy'], self.name)
         address = listen_address(self.params['migration_address'], self.params['allow_any_address'])
         low, high = parse_port_range(self.params['migration_ports'])
         if self.params['vnc_password'] is not None:
@@ -218,7 +226,7 @@ class Migration:
         if problems:
             raise MigrationError('refusing to accept the guest: %s' % '; '.join(problems),
                                  instance=self.name, problems=problems, observed=record)
-        if os.path.exists(self.paths.definition):
+        if has_definition(self.paths):
             self.warnings.append('the stored definition of %s here is replaced when the migration is'
                                  ' finalized' % self.name)
         result = {
@@ -236,7 +244,7 @@ class Migration:
             if self.instance.pid() is not None:
                 raise StateError('already runs here', instance=self.name)
             try:
-                pid = self._start_incoming(runtime, spec, definition, qemu)
+                pid = self._start_incoming(runtime, spec, definition, policy, qemu)
                 with self.instance.monitor() as qmp:
                     _migration_tls.load(qmp, tls_objects)
                     caps, params = self.settings(qmp, tls_params)
@@ -270,15 +278,15 @@ class Migration:
             'file_problems': file_problems,
         }
 
-    def _start_incoming(self, runtime, spec, definition, qemu):
+    def _start_incoming(self, runtime, spec, definition, policy, qemu):
         password = self.params['vnc_password']
         if password is not None:
             write_atomic(self.paths.vnc_password, password + '\n', mode=0o600)
         argv, _scripts = self.instance.prepare_argv(spec, qemu['path'], runtime['accel'], incoming='defer')
         pid = self.instance.start(argv, spec, runtime['accel'], qemu_version=qemu['version'], paused=True)
         mine = self.instance.runtime()
-        mine['migration'] = {'definition': definition, 'source_started_at': runtime.get('started_at'),
-                             'accepted_at': time.time()}
+        mine['migration'] = {'definition': definition, 'policy': policy,
+                             'source_started_at': runtime.get('started_at'), 'accepted_at': time.time()}
         save_runtime(self.paths, mine)
         return pid
 
@@ -413,7 +421,7 @@ class Migration:
                                  % (record['state'], record['run_state'], record['migration_status']),
                                  instance=self.name)
         actions = ['kill'] if record['present'] else ['clean'] if self.instance.leftovers() else []
-        if os.path.exists(self.paths.definition) or os.path.exists(self.paths.vnc_password):
+        if has_definition(self.paths) or has_vnc_password(self.paths):
             actions.append('undefine')
         if not self.check_mode and actions:
             self.discard(remove_definition=True)
@@ -483,7 +491,7 @@ class Migration:
             else:
                 actions = ['discard'] if local['present'] or self.instance.leftovers() else []
                 remove_definition = keep is not None
-                if remove_definition and (local['defined'] or os.path.exists(self.paths.vnc_password)):
+                if remove_definition and (local['defined'] or has_vnc_password(self.paths)):
                     actions.append('undefine')
                 if not self.check_mode and actions:
                     self.discard(remove_definition=remove_definition)

@@ -24,11 +24,13 @@ URI_PATTERN = re.compile(r'tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\
 # Option defaults, shared with the module's argument spec.
 DEFAULTS = {
     'run_dir': None,
+    'state_dir': None,
     'run_as': DEFAULT_RUN_AS,
     'monitor_timeout': DEFAULT_MONITOR_TIMEOUT,
     'lock_timeout': DEFAULT_LOCK_TIMEOUT,
     'runtime': None,
     'definition': None,
+    'policy': None,
     'vnc_password': None,
     'migration_address': '127.0.0.1',
     'migration_ports': '49152-49215',

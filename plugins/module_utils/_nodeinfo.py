@@ -34,6 +34,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._proc import (
     PROC, available_kib, flock_held, held_locks, meminfo, read_text, resident_kib, system_uptime)
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT, find_socat
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS, lookup, user_of_uid
+from ansible_collections.hvops.kvm.plugins.module_utils._policy import load_policy
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
 
 SUBSETS = ('cpu', 'hypervisor', 'instances', 'memory')
@@ -228,6 +229,7 @@ def instance_facts(layout, name, run, uptime, held, monitor_timeout=DEFAULT_TIME
         'defined': False, 'accel': None, 'machine': None, 'qemu_version': None,
         'busy': False, 'pending_restart': False, 'sockets': None, 'error': None,
         'user': None, 'sandboxed': None,
+        'autostart': None, 'autostart_order': None, 'autostart_delay': None, 'restart_policy': None,
     }
     try:
         paths = layout.paths(name)
@@ -247,6 +249,11 @@ def instance_facts(layout, name, run, uptime, held, monitor_timeout=DEFAULT_TIME
         record.update(state='unknown', error=getattr(err, 'msg', None) or str(err))
         return record, instance
     record['defined'] = definition is not None
+    if definition is not None:
+        try:
+            record.update(load_policy(paths, name))
+        except KvmError as err:
+            record['error'] = err.msg
     spec = (runtime or {}).get('spec') if pid else definition
     record['memory_mb'] = _spec_value(spec, 'memory')
     record['vcpus'] = _spec_value(spec, 'vcpus')
@@ -317,9 +324,10 @@ def scan_instances(layout, run, query=True, monitor_timeout=DEFAULT_TIMEOUT, soc
     problems = []
     for record in records:
         if record['state'] == 'crashed':
-            problems.append('instance %s crashed: its QEMU is gone but left files behind'
-                            ' (hvops.kvm.kvm_instance state=stopped cleans them up,'
-                            ' state=started starts it again)' % record['name'])
+            problems.append('instance %s crashed: its QEMU died without being stopped (or was running'
+                            ' when the node went down); hvops.kvm.kvm_instance state=started starts it'
+                            ' again (playbooks/heal.yml for guests with restart_policy on-crash),'
+                            ' state=stopped records it as stopped' % record['name'])
         if record['pid'] is not None and record['user'] == 'root':
             problems.append('instance %s runs as root: a guest that escapes QEMU owns the node (restart it'
                             ' with run_as set to an unprivileged user, as by default)' % record['name'])
@@ -347,12 +355,12 @@ def public(record):
 
 
 def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_timeout=DEFAULT_TIMEOUT,
-           run_as=DEFAULT_RUN_AS):
+           run_as=DEFAULT_RUN_AS, state_dir=None):
     """The kvm_node facts. ``run(argv) -> (rc, stdout, stderr)`` runs QEMU's
     -version and -machine help; nothing else is run and nothing is written."""
     subsets = resolve_subsets(gather_subset)
-    layout = NodeLayout(run_dir)
-    facts = {'run_dir': layout.run_dir, 'gather_subset': subsets}
+    layout = NodeLayout(run_dir, state_dir)
+    facts = {'run_dir': layout.run_dir, 'state_dir': layout.state_dir, 'gather_subset': subsets}
     problems = []
     cpu = None
     if 'cpu' in subsets or 'hypervisor' in subsets:

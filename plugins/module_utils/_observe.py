@@ -10,10 +10,8 @@ its monitor is opened only when asked and never when another run holds the
 instance's lock (it may hold the monitor for a whole migration).
 """
 
-import os
-
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import MonitorError
-from ansible_collections.hvops.kvm.plugins.module_utils._runtime import is_incoming
+from ansible_collections.hvops.kvm.plugins.module_utils._runtime import has_definition, is_incoming
 from ansible_collections.hvops.kvm.plugins.module_utils._states import copy_kind, guest_state
 
 
@@ -37,7 +35,7 @@ def observe(instance, busy=False, query=True, strict=False):
     record = {
         'present': pid is not None, 'pid': pid, 'state': None, 'run_state': None,
         'migration_status': None, 'incoming': is_incoming(runtime), 'busy': busy,
-        'defined': os.path.exists(instance.paths.definition), 'error': None,
+        'defined': has_definition(instance.paths), 'error': None,
     }
     if pid is None:
         record['state'] = instance.dead_state()

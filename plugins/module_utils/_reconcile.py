@@ -7,20 +7,21 @@
 Check mode runs only ``plan``, so its prediction is the real run's decision.
 """
 
-import os
 import shlex
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _qemu, _qemu_user
 from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import vnc_has_password
 from ansible_collections.hvops.kvm.plugins.module_utils._resources import check_resources
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError, ValidationError
-from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic
+from ansible_collections.hvops.kvm.plugins.module_utils._files import write_atomic
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import DEFAULT_SHUTDOWN_TIMEOUT, Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT as DEFAULT_MONITOR_TIMEOUT
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT, instance_lock
+from ansible_collections.hvops.kvm.plugins.module_utils._policy import (
+    POLICY_DEFAULTS, checked_policy, load_last, mark, policy_files, save_policy, stored_policy)
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
-    load_definition, save_definition)
+    has_vnc_password, load_definition, save_definition, undefine)
 from ansible_collections.hvops.kvm.plugins.module_utils._states import DOWN, LIVE
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
     SPEC_DEFAULTS, check_host_files, disk_clash, normalize_spec)
@@ -43,12 +44,14 @@ def console_argv(serial_socket):
 
 
 class Reconciler:
-    """One kvm_instance task. ``params`` are the module's parameters."""
+    """One kvm_instance task. ``params`` are the module's parameters (plus,
+    from the node's own service, ``_by``: what the last state records as
+    having started or stopped the guest)."""
 
     def __init__(self, params, run):
         self.params = params
         self.name = params['name']
-        self.layout = NodeLayout(params.get('run_dir'))
+        self.layout = NodeLayout(params.get('run_dir'), params.get('state_dir'))
         self.instance = Instance(self.layout, self.name, run,
                                  monitor_timeout=_given(params, 'monitor_timeout', DEFAULT_MONITOR_TIMEOUT))
         self.shutdown_timeout = seconds(_given(params, 'shutdown_timeout', DEFAULT_SHUTDOWN_TIMEOUT),
@@ -75,6 +78,15 @@ class Reconciler:
             spec['machine'] = stored.get('machine')
         return spec
 
+    def desired_policy(self, stored):
+        """The policy to store: the stored one with the given options over it,
+        or None when there is none and none is given."""
+        given = dict((key, self.params.get(key)) for key in POLICY_DEFAULTS
+                     if self.params.get(key) is not None)
+        if stored is None and not given:
+            return None
+        return checked_policy(dict(stored or {}, **given), self.name)
+
     def plan(self):
         """Decide what to do. Returns a dict describing current and target state."""
         state = self.params['state']
@@ -83,6 +95,8 @@ class Reconciler:
         self.known_user = _qemu_user.lookup(run_as)
         self.layout.verify(self.known_user)
         stored = load_definition(paths)
+        stored_pol = stored_policy(paths, self.name)
+        policy = None if state == 'absent' else self.desired_policy(stored_pol)
         status = self.instance.status()
         current = status['state']
         if current not in LIVE + DOWN and state != 'present':
@@ -96,6 +110,9 @@ class Reconciler:
         if needs_definition and spec is None:
             raise ValidationError('no stored definition: give the instance spec (memory, disks, ...)'
                                   ' the first time', instance=self.name)
+        if policy is not None and spec is None:
+            raise ValidationError('autostart and restart_policy belong to a defined instance: give the'
+                                  ' instance spec (memory, disks, ...) the first time', instance=self.name)
         if spec is not None:
             qemu_info = self.qemu_info(spec['qemu_binary'])
             spec['machine'] = _qemu.pin_machine(qemu_info, spec['machine'])
@@ -121,6 +138,10 @@ class Reconciler:
             'runtime': runtime,
             'qemu': qemu_info,
             'write_definition': spec is not None and spec != stored,
+            'stored_policy': stored_pol,
+            'policy': policy,
+            'write_policy': policy is not None and policy != stored_pol,
+            'last': load_last(paths),
             'write_password': password is not None and password != self.instance.vnc_password(),
             'actions': [],
         }
@@ -156,11 +177,14 @@ class Reconciler:
                 actions.append('stop')
             if current == 'crashed':
                 actions.append('clean')
-            if plan['stored'] is not None or os.path.exists(self.instance.paths.vnc_password):
+            paths = self.instance.paths
+            if plan['stored'] is not None or has_vnc_password(paths) or policy_files(paths):
                 actions.append('undefine')
             return actions
         if plan['write_definition']:
             actions.append('define')
+        if plan['write_policy']:
+            actions.append('set_policy')
         if plan['write_password']:
             actions.append('set_password')
         if state == 'stopped':
@@ -205,14 +229,29 @@ class Reconciler:
         if not plan['actions']:
             return plan, result
         self.layout.ensure(self.instance.qemu_user or self.known_user)
+        taken = self.layout.take_over()
+        if taken:
+            self.warnings.append('moved the definitions of %s from run_dir/conf (collection 0.1) to %s'
+                                 % (', '.join(taken), self.layout.state_subdir('guests')))
         with instance_lock(self.instance.paths, self.name, timeout=self.lock_timeout):
             plan = self.plan()
             for action in plan['actions']:
                 getattr(self, '_do_' + action)(plan, result)
         return plan, result
 
+    def settle_last(self, plan):
+        """A guest that is stopped as asked but that the collection last left
+        running (its guest powered it off) is recorded as stopped, so that a
+        reboot does not take it for a crash. Not a change: nothing else moves."""
+        if plan['state'] == 'stopped' and plan['current'] == 'stopped' and \
+                (plan['last'] or {}).get('state') == 'running':
+            mark(self.instance.paths, 'stopped', 'guest')
+
     def _do_define(self, plan, result):
         save_definition(self.instance.paths, plan['spec'])
+
+    def _do_set_policy(self, plan, result):
+        save_policy(self.instance.paths, plan['policy'])
 
     def _do_set_password(self, plan, result):
         write_atomic(self.instance.paths.vnc_password, self.params['vnc_password'] + '\n', mode=0o600)
@@ -226,13 +265,18 @@ class Reconciler:
             mode=self.params.get('stop_mode') or 'acpi',
             timeout=self.shutdown_timeout,
             force=bool(self.params.get('force')))
+        self._mark('stopped')
 
     def _do_clean(self, plan, result):
         self.instance.clean_leftovers()
+        self._mark('stopped')
 
     def _do_undefine(self, plan, result):
-        paths = self.instance.paths
-        remove_quietly(paths.definition, paths.vnc_password, paths.log)
+        undefine(self.instance.paths)
+
+    def _mark(self, state):
+        if self.params['state'] != 'absent':
+            mark(self.instance.paths, state, self.params.get('_by') or 'kvm_instance')
 
     def _start(self, plan, paused):
         spec = plan['spec']
@@ -250,15 +294,18 @@ class Reconciler:
 
     def _do_start(self, plan, result):
         self._start(plan, paused=False)
+        self._mark('running')
 
     def _do_start_paused(self, plan, result):
         self._start(plan, paused=True)
+        self._mark('running')
 
     def _do_pause(self, plan, result):
         self.instance.pause()
 
     def _do_resume(self, plan, result):
         self.instance.resume()
+        self._mark('running')
 
     # -- reporting -------------------------------------------------------
     def facts(self):
@@ -280,13 +327,16 @@ class Reconciler:
             'sockets': {'qmp': paths.qmp, 'monitor': paths.monitor, 'serial': paths.serial},
             'console_command': ' '.join(shlex.quote(word) for word in console),
             'definition': stored,
+            'policy': stored_policy(paths, self.name) if stored is not None else None,
         }
 
 
-def diff_view(state, definition):
+def diff_view(state, definition, policy=None):
     view = {'state': state}
     if definition is not None:
         view['definition'] = definition
+    if policy is not None:
+        view['policy'] = policy
     return view
 
 
@@ -311,11 +361,13 @@ def run_task(params, run, check_mode=False):
         result = {'stop_method': None}
     else:
         plan, result = reconciler.apply(plan)
+        reconciler.settle_last(plan)
     result.update(reconciler.facts())
     before = diff_view(plan['current'] if plan['stored'] is not None or plan['current'] != 'stopped'
-                       else 'absent', plan['stored'])
-    after = diff_view(predicted_state(plan),
-                      None if plan['state'] == 'absent' else (plan['spec'] or plan['stored']))
+                       else 'absent', plan['stored'], plan['stored_policy'])
+    absent = plan['state'] == 'absent'
+    after = diff_view(predicted_state(plan), None if absent else (plan['spec'] or plan['stored']),
+                      None if absent else plan['policy'])
     result['changed'] = bool(plan['actions'])
     result['actions'] = plan['actions']
     result['pending_restart'] = plan.get('pending_restart', False)

@@ -3,19 +3,21 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The two stored files of an instance.
 
-- The definition: the spec the user asked for, stored once so later calls may
-  name only the instance.
-- The runtime: the exact argv and spec the running QEMU was started with.
-  Restart and migration start QEMU again from it, so a guest keeps its exact
-  command line (MACs, machine type, accelerator) across both.
+- The definition (in state_dir, it outlives a reboot): the spec the user
+  asked for, stored once so later calls may name only the instance.
+- The runtime (in run_dir, it lives as long as the QEMU): the exact argv and
+  spec the running QEMU was started with. Restart and migration start QEMU
+  again from it, so a guest keeps its exact command line (MACs, machine type,
+  accelerator) across both.
 
 Both are JSON, written atomically with mode 0600.
 """
 
+import os
 import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError
-from ansible_collections.hvops.kvm.plugins.module_utils._files import read_json, write_json
+from ansible_collections.hvops.kvm.plugins.module_utils._files import read_json, remove_quietly, write_json
 
 RUNTIME_FORMAT = 1
 
@@ -61,7 +63,28 @@ def is_incoming(runtime):
 
 def save_definition(paths, spec):
     write_json(paths.definition, spec)
+    remove_quietly(paths.legacy_definition)
 
 
 def load_definition(paths):
-    return read_json(paths.definition, 'definition')
+    """The stored definition, or None; one that collection 0.1 left in
+    run_dir/conf counts until it is taken over."""
+    definition = read_json(paths.definition, 'definition')
+    if definition is None and not os.path.lexists(paths.definition):
+        definition = read_json(paths.legacy_definition, 'definition')
+    return definition
+
+
+def has_definition(paths):
+    return os.path.exists(paths.definition) or os.path.exists(paths.legacy_definition)
+
+
+def has_vnc_password(paths):
+    return os.path.exists(paths.vnc_password) or os.path.exists(paths.legacy_vnc_password)
+
+
+def undefine(paths):
+    """Remove what the node keeps of an instance beyond its QEMU: definition,
+    VNC password, policy, last state and QEMU's log. Return what was removed."""
+    return remove_quietly(paths.definition, paths.vnc_password, paths.policy, paths.last,
+                          paths.legacy_definition, paths.legacy_vnc_password, paths.log)

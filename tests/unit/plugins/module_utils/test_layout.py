@@ -14,7 +14,9 @@ def test_paths_follow_the_layout():
     assert paths.pidfile == '/run/hvops-kvm/pid/web-1.example_x.pid'
     assert paths.qmp == '/run/hvops-kvm/ctrl/web-1.example_x.qmp'
     assert paths.serial == '/run/hvops-kvm/ctrl/web-1.example_x.serial'
-    assert paths.definition == '/run/hvops-kvm/conf/web-1.example_x.json'
+    assert paths.definition == '/var/lib/hvops-kvm/guests/web-1.example_x.json'
+    assert paths.legacy_definition == '/run/hvops-kvm/conf/web-1.example_x.json'
+    assert paths.policy == '/var/lib/hvops-kvm/guests/web-1.example_x.policy'
     assert paths.runtime == '/run/hvops-kvm/conf/web-1.example_x.runtime'
     assert paths.lock == '/run/hvops-kvm/lock/web-1.example_x.lock'
 
