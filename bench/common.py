@@ -364,7 +364,7 @@ class TinyGuests:
         from ansible_collections.hvops.kvm.plugins.module_utils import _qemu
         from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
         self.base = reachable_dir('hkb-%s-' % label)
-        self.layout = NodeLayout(os.path.join(self.base, 'run'))
+        self.layout = NodeLayout(os.path.join(self.base, 'run'), os.path.join(self.base, 'run-state'))
         self.info = _qemu.query_binary(run, _qemu.find_qemu())
         self.machine = _qemu.pin_machine(self.info, 'pc')
         self.instances = []

@@ -48,13 +48,13 @@ class Host:
         self.base = reachable_dir('hkb-start-')
         self.run_dir = os.path.join(self.base, 'run')
         self.disk = common.test_guest_copy(self.base)
-        self.args = {'name': GUEST, 'run_dir': self.run_dir, 'state': 'started', 'memory': 64, 'accel': 'tcg',
+        self.args = {'name': GUEST, 'run_dir': self.run_dir, 'state_dir': self.run_dir + '-state', 'state': 'started', 'memory': 64, 'accel': 'tcg',
                      'machine': 'pc', 'disks': [{'path': self.disk, 'interface': 'ide'}]}
         self.inventory = write_local_inventory(os.path.join(self.base, 'inventory.ini'))
         self.args_file = os.path.join(self.base, 'args.json')
         with open(self.args_file, 'w') as handle:
             json.dump({'ANSIBLE_MODULE_ARGS': self.args}, handle)
-        self.instance = Instance(NodeLayout(self.run_dir), GUEST, common.run)
+        self.instance = Instance(NodeLayout(self.run_dir, self.run_dir + '-state'), GUEST, common.run)
 
     def start(self, way):
         start = time.perf_counter()

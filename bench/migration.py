@@ -121,8 +121,9 @@ class Lab:
             # phases in-process, which run without TLS (bench.migration_tls measures TLS).
             for host in ('a', 'b'):
                 handle.write('%s ansible_connection=local ansible_python_interpreter=%s run_dir=%s kvm_run_dir=%s'
-                             ' kvm_migration_address=127.0.0.1\n'
-                             % (host, python, self.run_dirs[host], self.run_dirs[host]))
+                             ' state_dir=%s kvm_state_dir=%s kvm_migration_address=127.0.0.1\n'
+                             % (host, python, self.run_dirs[host], self.run_dirs[host],
+                                self.run_dirs[host] + '-state', self.run_dirs[host] + '-state'))
             # The role runs for the play host: its migrate_tls counts.
             handle.write('localhost ansible_connection=local ansible_python_interpreter=%s migrate_tls=false\n'
                          % python)
@@ -151,7 +152,7 @@ class Lab:
         return self.ram_file
 
     def layout(self, host):
-        return NodeLayout(self.run_dirs[host])
+        return NodeLayout(self.run_dirs[host], self.run_dirs[host] + '-state')
 
     def instance(self, host):
         return Instance(self.layout(host), GUEST, common.run)
@@ -176,7 +177,8 @@ class Lab:
         return result
 
     def phase(self, host, phase, **args):
-        params = dict(args, phase=phase, name=GUEST, run_dir=self.run_dirs[host], monitor_timeout=10.0)
+        params = dict(args, phase=phase, name=GUEST, run_dir=self.run_dirs[host],
+                      state_dir=self.run_dirs[host] + '-state', monitor_timeout=10.0)
         return _migration.run_phase(params, common.run)
 
     def accept(self, target, prepared, prealloc=True, **args):

@@ -257,6 +257,7 @@ class LabHost:
         self.ssh_port = lab.ssh_port
         self.dir = os.path.join(lab.base, key)
         self.run_dir = os.path.join(self.dir, 'run')
+        self.state_dir = self.run_dir + '-state'
         self.sshd_config = os.path.join(self.dir, 'sshd_config')
         self.host_key = os.path.join(self.dir, 'ssh_host_ed25519_key')
         self.pidfile = os.path.join(self.dir, 'sshd.pid')
@@ -639,6 +640,7 @@ class Lab:
                 'ansible_ssh_common_args': common,
                 'ansible_remote_tmp': host.remote_tmp,
                 'kvm_run_dir': host.run_dir,
+                'kvm_state_dir': host.state_dir,
                 'kvm_migration_address': host.address,
                 'kvm_lab_namespace': host.namespace,
             }

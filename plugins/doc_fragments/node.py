@@ -10,9 +10,9 @@ class ModuleDocFragment:
 options:
   run_dir:
     description:
-      - The node's state directory. It holds C(pid/) (QEMU pidfiles), C(ctrl/) (QMP,
-        human monitor and serial sockets), C(conf/) (definitions, runtime files and
-        QEMU's logs) and C(lock/). It is created on demand with mode C(0711)
+      - The node's runtime directory, on a tmpfs that a reboot empties. It holds C(pid/)
+        (QEMU pidfiles), C(ctrl/) (QMP, human monitor and serial sockets), C(conf/)
+        (runtime files and QEMU's logs) and C(lock/). It is created on demand with mode C(0711)
         (others may pass through to C(pid/), which belongs to the O(run_as) user;
         every other subdirectory is C(0700)).
       - An existing directory is used only when it is a real directory (not a
@@ -22,6 +22,18 @@ options:
       - Each node (or each simulated node on one machine) has its own.
     type: path
     default: /run/hvops-kvm
+  state_dir:
+    description:
+      - The node's persistent state directory - what outlives a reboot. It holds C(guests/)
+        (each instance's definition, VNC password, autostart and restart policy and last
+        state) and C(node/) (the reports of the node's boot and shutdown). It is created on
+        demand with mode C(0700), every subdirectory too; the same rules as for O(run_dir)
+        apply to an existing one.
+      - Collection 0.1 kept definitions and VNC passwords in O(run_dir)C(/conf). They are
+        read from there until a run that writes moves them here.
+      - Each node (or each simulated node on one machine) has its own.
+    type: path
+    default: /var/lib/hvops-kvm
   monitor_timeout:
     description:
       - Seconds to wait for the QMP monitor to greet and to answer a command.

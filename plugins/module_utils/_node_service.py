@@ -19,6 +19,12 @@ shutdown  Every live guest gets the ACPI power button, in reverse autostart
           stopped by the node, so that the next boot does not take it for a
           crash.
 
+boot runs once per boot of the node: it leaves run_dir/booted behind (run_dir
+is a tmpfs, so the next boot has none), and a start of the unit on a node
+that is up finds it and starts nothing (the kvm_node role writes it before it
+first starts the unit; ``--force`` runs boot all the same). shutdown removes
+it, so that a restart of the unit starts the guests again.
+
 Each run goes through kvm_instance's own reconciler (the same checks, locks
 and records as a task) and writes a report, state_dir/node/boot.json or
 shutdown.json, and prints it. The exit status is 0 even when a guest failed,
@@ -35,7 +41,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import KvmError
-from ansible_collections.hvops.kvm.plugins.module_utils._files import write_json
+from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly, write_atomic, write_json
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import DEFAULT_SHUTDOWN_TIMEOUT, Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, NodeLayout
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import MEMORY_MARGIN_MB
@@ -103,12 +109,24 @@ def _task(layout, name, state, by, **more):
     return params
 
 
+def boot_marker(layout):
+    return os.path.join(layout.run_dir, 'booted')
+
+
 def boot(layout, run, run_as=DEFAULT_RUN_AS, margin_mb=MEMORY_MARGIN_MB, memory_limit_mb=None,
-         sleep=time.sleep):
+         sleep=time.sleep, force=False):
     """Start what the node should run; return the report."""
-    layout.verify(lookup(run_as))
+    user = lookup(run_as)
+    layout.verify(user)
+    report = {'action': 'boot', 'started_at': time.time(), 'started': [], 'not_started': [], 'skipped': None}
+    if os.path.exists(boot_marker(layout)) and not force:
+        report.update(skipped='this boot of the node was started already (%s)' % boot_marker(layout),
+                      finished_at=time.time())
+        return report
+    layout.ensure(user)
+    write_atomic(boot_marker(layout), '%f\n' % time.time())
     found, problems = guests(layout, run)
-    report = {'action': 'boot', 'started_at': time.time(), 'started': [], 'not_started': problems}
+    report['not_started'] = problems
     candidates = boot_candidates(found)
     # What the guests started here may use: what the node has available now
     # (a guest's RAM is taken as it touches it, so later readings would
@@ -165,6 +183,7 @@ def shutdown(layout, run, run_as=DEFAULT_RUN_AS, timeout=DEFAULT_SHUTDOWN_TIMEOU
         workers = len(order) if parallel <= 0 else min(parallel, len(order))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             report['stopped'] = list(pool.map(lambda name: _stop_one(layout, name, run, timeout), order))
+    remove_quietly(boot_marker(layout))
     report['finished_at'] = time.time()
     return report
 
@@ -176,6 +195,8 @@ def save_report(layout, report):
 def summary(report):
     """The report in lines for the journal."""
     if report['action'] == 'boot':
+        if report['skipped']:
+            return ['no guest started: %s' % report['skipped']]
         lines = ['started %s (%s)' % (g['name'], g['why']) for g in report['started']]
         lines += ['NOT started %s: %s' % (g['name'], g['reason']) for g in report['not_started']]
         return lines or ['no guest to start']
@@ -195,6 +216,7 @@ def main(argv=None):
     parser.add_argument('--parallel', type=int, default=0, help='guests shut down at a time (0: all)')
     parser.add_argument('--margin-mb', type=int, default=MEMORY_MARGIN_MB,
                         help='MiB a guest needs beyond its memory to be started at boot')
+    parser.add_argument('--force', action='store_true', help='boot even when this boot was started already')
     parser.add_argument('--memory-limit-mb', type=int, default=None,
                         help='MiB the guests started at boot may use in all (default: what is available)')
     args = parser.parse_args(argv)
@@ -202,7 +224,7 @@ def main(argv=None):
         layout = NodeLayout(args.run_dir, args.state_dir)
         if args.action == 'boot':
             report = boot(layout, run_argv, run_as=args.run_as, margin_mb=args.margin_mb,
-                          memory_limit_mb=args.memory_limit_mb)
+                          memory_limit_mb=args.memory_limit_mb, force=args.force)
         else:
             report = shutdown(layout, run_argv, run_as=args.run_as, timeout=args.timeout,
                               parallel=args.parallel)

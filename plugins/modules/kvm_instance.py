@@ -80,6 +80,30 @@ options:
       - Seconds to wait for another run on the same instance to finish.
     type: int
     default: 60
+  autostart:
+    description:
+      - Start the guest when the node boots (the C(hvops-kvm-guests) unit of the M(hvops.kvm.kvm_node)
+        role), in O(autostart_order).
+      - Stored with the definition in O(state_dir), and moved with it by a migration. Not given, the
+        stored value stays (V(false) for a new instance).
+    type: bool
+  autostart_order:
+    description:
+      - Where the guest comes in the node's boot, from V(0) to V(9999), lower first (then by name); the
+        node's shutdown powers guests off in the reverse order. Not given, the stored value stays (V(0)).
+    type: int
+  autostart_delay:
+    description:
+      - Seconds the node's boot waits after starting this guest before the next one, from V(0) to V(3600).
+        Not given, the stored value stays (V(0)).
+    type: int
+  restart_policy:
+    description:
+      - V(on-crash) starts the guest again when it crashed - its QEMU died without being stopped, or it
+        was running when the node went down - at the node's boot and by C(playbooks/heal.yml).
+      - V(never) leaves a crashed guest stopped. Not given, the stored value stays (V(never)).
+    type: str
+    choices: [never, on-crash]
 seealso:
   - module: hvops.kvm.kvm_node_facts
   - module: hvops.kvm.kvm_migrate
@@ -186,6 +210,13 @@ definition:
   description: The stored definition (the instance spec).
   returned: always
   type: dict
+policy:
+  description:
+    - The stored autostart and restart policy (C(autostart), C(autostart_order), C(autostart_delay),
+      C(restart_policy)); null when the instance has none stored (the defaults apply).
+  returned: always
+  type: dict
+  sample: {autostart: true, autostart_order: 10, autostart_delay: 0, restart_policy: on-crash}
 stop_method:
   description: How the guest was stopped in this run, C(acpi) or C(forced); null when it was not stopped.
   returned: always

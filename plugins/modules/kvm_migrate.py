@@ -93,6 +93,12 @@ options:
         the target when the migration is finalized. Without it the running spec is
         stored.
     type: dict
+  policy:
+    description:
+      - C(accept) only. The C(policy) the C(prepare) phase returned (autostart and restart
+        policy); checked like any input from another node, and stored on the target with
+        the definition when the migration is finalized.
+    type: dict
   vnc_password:
     description:
       - C(accept) only. The guest's VNC password, needed when its VNC display has one
@@ -295,6 +301,7 @@ EXAMPLES = r'''
     phase: accept
     runtime: "{{ prepared.runtime }}"
     definition: "{{ prepared.definition }}"
+    policy: "{{ prepared.policy }}"
     migration_address: 192.0.2.12
   delegate_to: node2
   register: accepted
@@ -375,6 +382,10 @@ run_state:
   sample: running
 runtime:
   description: The guest's runtime on the source (argv, spec, accelerator, QEMU version); pass it to C(accept).
+  returned: prepare
+  type: dict
+policy:
+  description: The guest's stored autostart and restart policy on the source (null when none); pass it to C(accept).
   returned: prepare
   type: dict
 definition:

@@ -63,8 +63,18 @@ class AnsibleResult:
         return 'AnsibleResult(rc=%d, results=%r, stderr=%r)' % (self.rc, results, self.stderr[-2000:])
 
 
+def state_dir_of(run_dir):
+    """The state_dir of the simulated node whose run_dir is given: beside it.
+    Every simulated node of the tests has its own (one machine, many nodes)."""
+    return run_dir.rstrip('/') + '-state'
+
+
 def run_adhoc(inventory, module, args, host='localhost', check=False, diff=False, env=None):
-    """ansible HOST -m MODULE -a ARGS; ARGS is a dict, passed as JSON."""
+    """ansible HOST -m MODULE -a ARGS; ARGS is a dict, passed as JSON. A
+    plain run_dir without a state_dir gets the node's (state_dir_of)."""
+    run_dir = args.get('run_dir')
+    if isinstance(run_dir, str) and run_dir.startswith('/') and 'state_dir' not in args:
+        args = dict(args, state_dir=state_dir_of(run_dir))
     argv = [os.path.join(VENV_BIN, 'ansible'), host, '-i', inventory, '-m', module, '-a', json.dumps(args)]
     if check:
         argv.append('--check')

@@ -15,7 +15,7 @@ the machine waits for the first instead of tearing the lab down under it),
 brings the lab up -- removing leftovers of a crashed run -- and takes it down
 at the end, unless the lab was already up before (``make lab-up``: whoever
 made it removes it) or HVK_LAB_KEEP=1. The Lab it yields has ``hosts``
-(name, namespace, address, run_dir, ssh_port, ...), ``inventory``,
+(name, namespace, address, run_dir, state_dir, ssh_port, ...), ``inventory``,
 ``cut_link()``/``restore_link()``, ``run(host, argv)`` and ``popen(host, argv)``
 (see tools/lab.py).
 """

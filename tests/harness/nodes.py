@@ -6,7 +6,7 @@ import shutil
 import socket
 import sys
 
-from tests.harness.ansible_run import ansible_env, run_adhoc, write_local_inventory
+from tests.harness.ansible_run import ansible_env, run_adhoc, state_dir_of, write_local_inventory
 from tests.harness.qemu_procs import kill_qemu_under, qemu_processes_under
 from tests.harness.system import give_to_qemu, reachable_dir
 from tests.harness.tls_pki import Pki
@@ -26,6 +26,7 @@ class LocalNode:
     def __init__(self):
         self.base = reachable_dir('hk-')
         self.run_dir = os.path.join(self.base, 'run')
+        self.state_dir = state_dir_of(self.run_dir)
         self.inventory = write_local_inventory(os.path.join(self.base, 'inventory.ini'))
 
     def env(self, extra=None):
@@ -82,6 +83,9 @@ class LocalNodes:
     def run_dir(self, host):
         return self.nodes[host].run_dir
 
+    def state_dir(self, host):
+        return self.nodes[host].state_dir
+
     def files(self, host):
         return self.nodes[host].instance_files()
 
@@ -106,8 +110,9 @@ class Pair(LocalNodes):
         with open(self.inventory, 'w') as handle:
             for host, role, peer in (('src', 'source', 'dst'), ('dst', 'target', 'src')):
                 handle.write('%s ansible_connection=local ansible_python_interpreter=%s run_dir=%s'
-                             ' migration_role=%s peer=%s\n'
-                             % (host, sys.executable, self.nodes[host].run_dir, role, peer))
+                             ' state_dir=%s migration_role=%s peer=%s\n'
+                             % (host, sys.executable, self.nodes[host].run_dir, self.nodes[host].state_dir,
+                                role, peer))
         self.disk = os.path.join(self.nodes['src'].base, 'vm1.img')
 
     def run(self, host, args, check=False, module=MIGRATE):

@@ -115,8 +115,8 @@ def lab_guest(lab, guest_image):
             except ProcessLookupError:
                 pass
         wait_until(lambda run_dir=host.run_dir: not qemu_processes_under(run_dir), 10)
-        for sub in ('pid', 'ctrl', 'conf', 'ifup'):
-            path = os.path.join(host.run_dir, sub)
+        for path in [os.path.join(host.run_dir, sub) for sub in ('pid', 'ctrl', 'conf', 'ifup')] + \
+                [os.path.join(host.state_dir, 'guests')]:
             for entry in os.listdir(path) if os.path.isdir(path) else []:
                 if entry.startswith('vm1.') or entry.startswith('vm1-'):
                     os.unlink(os.path.join(path, entry))

@@ -86,7 +86,8 @@ class Cluster(LocalNodes):
         hosts = {}
         for host, node in self.nodes.items():
             hosts[host] = {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
-                           'kvm_run_dir': node.run_dir, 'kvm_migration_address': '127.0.0.1', 'kvm_tls_dir': self.tls_dir(host)}
+                           'kvm_run_dir': node.run_dir, 'kvm_state_dir': node.state_dir,
+                           'kvm_migration_address': '127.0.0.1', 'kvm_tls_dir': self.tls_dir(host)}
             if host in LIMITS:
                 hosts[host]['kvm_memory_limit_mb'] = LIMITS[host]
         with open(self.inventory, 'w') as handle:

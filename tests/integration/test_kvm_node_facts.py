@@ -83,7 +83,7 @@ def foreign_qemu(tmp_path):
 
 def start_with_library(node, qemu, name, memory=16, paused=False, incoming=None):
     """Start a tiny diskless guest through Instance, as kvm_instance would."""
-    layout = NodeLayout(node.run_dir)
+    layout = NodeLayout(node.run_dir, node.state_dir)
     spec = normalize_spec(name, {'memory': memory, 'accel': 'tcg', 'machine': qemu['pinned'],
                                  'serial_console': False})
     instance = Instance(layout, name, run, qemu_user=resolve_qemu_user(QEMU_USER))
@@ -339,8 +339,8 @@ def test_a_playbook_picks_the_node_with_the_most_memory_left(qemu, tmp_path):
         with open(inventory, 'w') as handle:
             handle.write('[kvm_nodes]\n')
             for name, made in sorted(nodes.items()):
-                handle.write('%s ansible_connection=local ansible_python_interpreter=%s kvm_run_dir=%s\n'
-                             % (name, sys.executable, made.run_dir))
+                handle.write('%s ansible_connection=local ansible_python_interpreter=%s kvm_run_dir=%s'
+                             ' kvm_state_dir=%s\n' % (name, sys.executable, made.run_dir, made.state_dir))
         result = run_playbook(inventory, PICK_NODE)
         assert result.rc == 0, result
         # run_once: the pick is reported once, and every host has the fact.

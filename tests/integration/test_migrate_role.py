@@ -153,7 +153,8 @@ class Loopback(LocalNodes):
         self.ports = free_port_range()
         self.inventory = os.path.join(self.nodes['kvm1'].base, 'inventory.yml')
         hosts = {host: {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
-                        'kvm_run_dir': node.run_dir, 'kvm_migration_address': '127.0.0.1', 'kvm_tls_dir': self.tls_dir(host)}
+                        'kvm_run_dir': node.run_dir, 'kvm_state_dir': node.state_dir,
+                        'kvm_migration_address': '127.0.0.1', 'kvm_tls_dir': self.tls_dir(host)}
                  for host, node in self.nodes.items()}
         with open(self.inventory, 'w') as handle:
             json.dump({'kvm_nodes': {'hosts': hosts}}, handle, indent=1)    # JSON is YAML
@@ -170,7 +171,7 @@ class Loopback(LocalNodes):
         """One kvm_migrate phase on host, run in this process through the
         library the module runs (no ansible start-up: fast, and a file
         descriptor the library leaked would stay open here)."""
-        params.update(name=NAME, run_dir=self.run_dir(host))
+        params.update(name=NAME, run_dir=self.run_dir(host), state_dir=self.state_dir(host))
         if params['phase'] == 'accept':
             params.setdefault('migration_ports', '%d-%d' % self.ports)
         return run_phase(params, run_argv)

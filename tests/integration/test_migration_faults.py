@@ -187,7 +187,7 @@ class Faults:
         return self.ticks(host)
 
     def task(self, name, host, args, register, **extra):
-        args = dict(args, name=self.name, run_dir='{{ kvm_run_dir }}')
+        args = dict(args, name=self.name, run_dir='{{ kvm_run_dir }}', state_dir='{{ kvm_state_dir }}')
         return {'name': 'play ' + name, 'hosts': host, 'gather_facts': False,
                 'tasks': [dict({'name': name, MIGRATE: args, 'register': register}, **extra)]}
 
@@ -202,6 +202,7 @@ class Faults:
                 'phase': 'accept',
                 'runtime': '{{ hostvars[%s].prepared.runtime }}' % src,
                 'definition': '{{ hostvars[%s].prepared.definition }}' % src,
+                'policy': '{{ hostvars[%s].prepared.policy }}' % src,
                 'migration_address': '{{ kvm_migration_address }}'}, **(accept or {})), 'accepted'),
             'migrate': lambda: self.task('migrate', source, dict({
                 'phase': 'migrate', 'uri': uri or '{{ hostvars[%s].accepted.uri }}' % dst},
@@ -220,7 +221,7 @@ class Faults:
         """status on both nodes, then recover on each with the other's status
         (as tests/integration/playbooks/kvm_migrate_recover.yml); one_by_one:
         recover on the source first, then on the target."""
-        base = {'name': self.name, 'run_dir': '{{ kvm_run_dir }}'}
+        base = {'name': self.name, 'run_dir': '{{ kvm_run_dir }}', 'state_dir': '{{ kvm_state_dir }}'}
         both = '%s:%s' % (source, target)
         status = {'name': 'status', 'hosts': both, 'gather_facts': False, 'tasks': [
             {'name': 'status', MIGRATE: dict(base, phase='status'), 'register': 'seen'}]}
