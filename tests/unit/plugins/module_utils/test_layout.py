@@ -10,7 +10,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayou
 
 
 def test_paths_follow_the_layout():
-    paths = NodeLayout('/run/hvops-kvm').paths('web-1.example_x')
+    paths = NodeLayout('/run/hvops-kvm', '/var/lib/hvops-kvm').paths('web-1.example_x')
     assert paths.pidfile == '/run/hvops-kvm/pid/web-1.example_x.pid'
     assert paths.qmp == '/run/hvops-kvm/ctrl/web-1.example_x.qmp'
     assert paths.serial == '/run/hvops-kvm/ctrl/web-1.example_x.serial'
