@@ -120,7 +120,7 @@ class Instance:
         try:
             create_taps(self.run, self.layout.run_dir, self.name, spec['nics'])
             pid, session = launch(argv[:1] + ['-S'] + argv[1:] if hold else argv, self.paths.log,
-                                  self.paths.qmp, instance=self.name, socat=self.socat)
+                                  self.paths.qmp, instance=self.name, socat=self.socat, run_dir=self.layout.run_dir)
         except KvmError:
             self._clean_failed_start()
             raise

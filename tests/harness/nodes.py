@@ -44,13 +44,14 @@ class LocalNode:
 
     def destroy(self):
         kill_qemu_under(self.run_dir)
-        shutil.rmtree(self.base, ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)    # state_dir too: it lies in base
 
     def instance_files(self):
-        """Files of instances under run_dir, as SUBDIR/NAME, lock/ aside."""
+        """Files of instances under run_dir, as SUBDIR/NAME (lock/ aside), then
+        those under state_dir, as guests/NAME."""
         found = []
-        for sub in INSTANCE_SUBDIRS:
-            path = os.path.join(self.run_dir, sub)
+        for top, sub in [(self.run_dir, sub) for sub in INSTANCE_SUBDIRS] + [(self.state_dir, 'guests')]:
+            path = os.path.join(top, sub)
             if os.path.isdir(path):
                 found += [os.path.join(sub, entry) for entry in sorted(os.listdir(path))]
         return found

@@ -216,7 +216,7 @@ def test_a_node_is_drained_to_two_targets_as_planned(cluster, guest_image):
     assert result['moved'] == ['vm-a', 'vm-b', 'vm-c']
     where = cluster.where()
     assert dict((name, host) for name, (host, _pid) in where.items()) == {'vm-a': 'kvm2', 'vm-b': 'kvm3', 'vm-c': 'kvm2'}
-    assert cluster.files('kvm1') == ['conf/vm-off.json']
+    assert cluster.files('kvm1') == ['guests/vm-off.json']
     for name, outcome in result['guests'].items():
         assert outcome['moved'] is True and outcome['runs_on'] == where[name][0] and outcome['pid'] == where[name][1]
         assert outcome['stats']['transferred_bytes'] > 0 and outcome['stats']['downtime_ms'] is not None

@@ -299,7 +299,7 @@ def test_dollar_words_reach_qemu_unexpanded(node):
 ])
 def test_a_damaged_definition_is_a_clear_error(node, guest_image, content, words):
     ok(adhoc(node, spec_for(node, guest_image('normal'), state='present')))
-    with open(os.path.join(node.run_dir, 'conf', 'vm1.json'), 'w') as handle:
+    with open(os.path.join(node.state_dir, 'guests', 'vm1.json'), 'w') as handle:
         handle.write(content)
     before = node.snapshot()
     refused(adhoc(node, {'name': 'vm1', 'run_dir': node.run_dir, 'state': 'started'}), words)

@@ -71,6 +71,7 @@ def test_lifecycle_every_state_check_mode_first_then_idempotent(node, guest_imag
             assert again_check['changed'] is False, (state, again_check)
     assert qemu_processes_under(node.run_dir) == []
     assert os.listdir(os.path.join(node.run_dir, 'conf')) == []
+    assert os.listdir(os.path.join(node.state_dir, 'guests')) == []
 
 
 def test_started_guest_ticks_and_stops_gracefully(node, guest_image):
@@ -262,7 +263,7 @@ def test_vnc_password_is_set_through_the_monitor_and_never_shown(node, guest_ima
         monitor.close()
     assert vnc['enabled'] is True and vnc['auth'] == 'vnc' and vnc['service'] == str(5900 + display)
     assert status['status'] == 'running', 'the guest is held only until the password is set'
-    password_file = os.path.join(node.run_dir, 'conf', 'vm1.vncpass')
+    password_file = os.path.join(node.state_dir, 'guests', 'vm1.vncpass')
     assert oct(os.stat(password_file).st_mode & 0o777) == '0o600'
     again = adhoc(node, args)
     assert again.rc == 0 and again.result()['changed'] is False

@@ -102,9 +102,10 @@ class Faults:
                 if argv[argv.index('-pidfile') + 1] == pidfile]
 
     def files(self, host):
-        """Files of the instance on host (the lock file aside)."""
+        """Files of the instance on host (the lock file aside): under run_dir,
+        then under state_dir (as ../RUN_DIR-state/guests/NAME)."""
         found = []
-        for sub in ('pid', 'ctrl', 'conf', 'ifup'):
+        for sub in ('pid', 'ctrl', 'conf', 'ifup', '../%s-state/guests' % os.path.basename(self.run_dir(host))):
             path = os.path.join(self.run_dir(host), sub)
             if os.path.isdir(path):
                 found += [os.path.join(sub, entry) for entry in sorted(os.listdir(path))
