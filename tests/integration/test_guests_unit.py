@@ -110,6 +110,10 @@ def test_the_unit_starts_guests_at_boot_and_powers_them_off_at_shutdown(guest_im
         for name, pid in running.items():
             # The guest's serial console, in the container's run_dir.
             ticks('/proc/%d/root%s/ctrl/%s.serial' % (pid, CONTAINER_RUN_DIR, name))
+            # Each QEMU in a systemd scope of its own (systemd-run --scope), not in the unit's.
+            with open('/proc/%d/cgroup' % pid) as handle:
+                cgroups = handle.read()
+            assert 'machine.slice/hvops-kvm-%s-' % name in cgroups, cgroups
 
         began = time.monotonic()
         container.send_signal(signal.SIGTERM)

@@ -176,12 +176,12 @@ class Loopback(LocalNodes):
             params.setdefault('migration_ports', '%d-%d' % self.ports)
         return run_phase(params, run_argv)
 
-    def start_guest(self, image, memory=32):
+    def start_guest(self, image, memory=32, **policy):
         shutil.copyfile(image, self.disk)
         give_to_qemu(self.disk)
-        return self.adhoc('kvm1', INSTANCE_MODULE, {
+        return self.adhoc('kvm1', INSTANCE_MODULE, dict(policy, **{
             'memory': memory, 'accel': 'tcg', 'machine': 'pc', 'state': 'started',
-            'disks': [{'path': self.disk, 'interface': 'ide'}]})
+            'disks': [{'path': self.disk, 'interface': 'ide'}]}))
 
     def migrate(self, source, target, check=False, **role_vars):
         extra = {'instance': NAME, 'source': source, 'target': target,
@@ -209,7 +209,8 @@ def loop():
 
 # -- over loopback ---------------------------------------------------------------------------
 def test_the_role_moves_a_running_guest_there_and_back(loop, guest_image):
-    started = loop.start_guest(guest_image('normal'))
+    started = loop.start_guest(guest_image('normal'), autostart=True, autostart_order=5,
+                               restart_policy='on-crash')
     before = ticks(loop.serial('kvm1'))
 
     there = loop.migrate('kvm1', 'kvm2')
@@ -223,8 +224,14 @@ def test_the_role_moves_a_running_guest_there_and_back(loop, guest_image):
     assert stats['total_time_ms'] > 0 and stats['downtime_ms'] is not None and stats['transferred_bytes'] > 0
     assert stats['throughput_mbps'] is not None and stats['passes'] >= 1
     assert play_stats(there)['changed'] == 4, 'accept, migrate, finalize and confirm'
-    # Exactly one QEMU, on kvm2; nothing of the guest left on kvm1.
+    # Exactly one QEMU, on kvm2; nothing of the guest left on kvm1: its
+    # definition, policy and last state moved with it.
     assert loop.pids('kvm1') == [] and loop.files('kvm1') == []
+    assert [name for name in loop.files('kvm2') if name.startswith('guests/')] == [
+        'guests/vm1.json', 'guests/vm1.last', 'guests/vm1.policy']
+    moved = loop.adhoc('kvm2', INSTANCE_MODULE, {'state': 'started'})
+    assert moved['changed'] is False and moved['policy'] == {
+        'autostart': True, 'autostart_order': 5, 'autostart_delay': 0, 'restart_policy': 'on-crash'}, moved
     assert loop.pids('kvm2') == [result['pid']] and result['pid'] != started['pid']
     after = assert_ticks_continue(before, loop.serial('kvm2'), within_s=120)
     shown = task_result(there, 'Show the migration')['msg']
