@@ -33,9 +33,9 @@ class LocalNode:
         return ansible_env(extra)
 
     def snapshot(self):
-        """Every path under run_dir with its size and mtime, plus live QEMU pids."""
+        """Every path under run_dir and state_dir with its size and mtime, plus live QEMU pids."""
         files = []
-        for root, dirs, names in os.walk(self.run_dir):
+        for root, dirs, names in [entry for top in (self.run_dir, self.state_dir) for entry in os.walk(top)]:
             for entry in sorted(dirs + names):
                 path = os.path.join(root, entry)
                 stat = os.lstat(path)

@@ -142,11 +142,12 @@ def evil_script(directory, name, marker):
 
 
 def tamper(source, case):
-    """(runtime, definition, marker, port) with one hostile change."""
+    """(runtime, definition, policy, marker, port) with one hostile change."""
     marker = os.path.join(source.marker_dir, 'pwned-%s' % case)
     runtime = dict(source.prepared['runtime'])
     spec = dict(runtime['spec'])
     definition = dict(source.prepared['definition'])
+    policy = {'autostart': True}
     port = free_port()
     if case == 'incoming-exec':
         spec['extra_args'] = ['-incoming', 'exec:touch %s' % marker]
@@ -166,8 +167,12 @@ def tamper(source, case):
         spec['disks'] = [dict(spec['disks'][0], path='/etc/shadow')]
     elif case == 'bridge-newline':
         spec['nics'] = [{'type': 'bridge', 'bridge': 'br0\ntouch'}]
+    elif case == 'policy-extra-key':
+        policy = {'autostart': True, 'run_as': 'root'}
+    elif case == 'policy-bad-order':
+        policy = {'autostart_order': '1; touch %s' % marker}
     runtime['spec'] = spec
-    return runtime, definition, marker, port
+    return runtime, definition, policy, marker, port
 
 
 @pytest.mark.parametrize('check', [True, False], ids=['check', 'real'])
@@ -181,12 +186,14 @@ def tamper(source, case):
     ('bridge-newline', 'bridge name'),
     ('kernel-shadow', 'not readable by the QEMU user'),
     ('disk-of-the-host', 'not readable and writable by the QEMU user'),
+    ('policy-extra-key', 'policy has unknown keys: run_as'),
+    ('policy-bad-order', 'autostart_order must be a whole number'),
 ])
 def test_a_tampered_runtime_starts_nothing_and_runs_nothing(source, case, words, check):
-    runtime, definition, marker, port = tamper(source, case)
+    runtime, definition, policy, marker, port = tamper(source, case)
     before = source.nodes['dst'].snapshot()
-    rc, result = source.run('dst', {'phase': 'accept', 'runtime': runtime, 'definition': definition},
-                            check=check)
+    rc, result = source.run('dst', {'phase': 'accept', 'runtime': runtime, 'definition': definition,
+                                    'policy': policy}, check=check)
     assert rc != 0, result
     assert words in result['msg'], result['msg']
     assert 'Traceback' not in result.get('exception', '') and 'module_stderr' not in result, result
@@ -314,7 +321,7 @@ def test_a_damaged_definition_is_a_clear_error(node, guest_image, content, words
 def test_a_monitor_timeout_that_is_not_a_time_is_refused(node, guest_image, value):
     refused(adhoc(node, spec_for(node, guest_image('normal'), state='present', monitor_timeout=value)),
             'monitor_timeout')
-    assert not os.path.exists(node.run_dir)
+    assert not os.path.exists(node.run_dir) and not os.path.exists(node.state_dir)
 
 
 @pytest.mark.parametrize('extra, words', [
@@ -336,7 +343,7 @@ def test_a_spec_this_host_cannot_run_stores_nothing(node, guest_image, extra, wo
     done = adhoc(node, spec_for(node, guest_image('normal'), state=state, **extra))
     result = refused(done, words)
     assert 'ninechars' not in done.stdout + done.stderr and 'ninechars' not in str(result)
-    assert not os.path.exists(node.run_dir), 'nothing may be written for a spec that is refused'
+    assert not os.path.exists(node.run_dir) and not os.path.exists(node.state_dir), 'nothing may be written for a spec that is refused'
 
 
 # -- VNC passwords take effect or say they do not -----------------------------------------------

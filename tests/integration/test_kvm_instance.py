@@ -202,7 +202,7 @@ def test_bad_input_is_refused_and_changes_nothing(node, guest_image, bad, words)
     result = adhoc(node, args)
     assert result.rc != 0
     assert words in result.result()['msg']
-    assert not os.path.exists(node.run_dir), 'bad input created files'
+    assert not os.path.exists(node.run_dir) and not os.path.exists(node.state_dir), 'bad input created files'
     assert qemu_processes_under(node.run_dir) == []
 
 

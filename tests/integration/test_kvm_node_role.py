@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from tests.harness import REPO
 from tests.harness.ansible_run import run_playbook, write_local_inventory
 
 HOST_VARS = {'kvm_node_apt_update_cache': False}
@@ -38,6 +39,9 @@ def play(tmp_path):
 
     def write(**role_vars):
         role_vars = dict(HOST_VARS, **dict({'kvm_node_run_dir': str(tmp_path / 'run'),
+                                            'kvm_node_state_dir': str(tmp_path / 'state'),
+                                            'kvm_node_guests_lib_dir': str(tmp_path / 'lib'),
+                                            'kvm_node_systemd_dir': str(tmp_path / 'systemd'),
                                             'kvm_node_tls_dir': str(tmp_path / 'etc' / 'tls'),
                                             'kvm_node_tls_ca_dir': str(tmp_path / 'ca')}, **role_vars))
         path = str(tmp_path / 'site.yml')
@@ -59,22 +63,48 @@ def task(result, suffix):
     return found[-1]
 
 
+def changed_tasks(result):
+    """Names of the tasks that changed something, in order, each once."""
+    names = []
+    for name, res in result.tasks():
+        short = name.split(' : ', 1)[-1]
+        if res.get('changed') and short not in names:
+            names.append(short)
+    return names
+
+
 def test_second_run_changes_nothing_and_check_mode_touches_nothing(play, tmp_path):
-    # Without TLS, which has its own tests below, the state directory is all that changes.
+    # Without TLS, which has its own tests below, the directories and the unit are all that changes.
     inventory, book = play(kvm_node_tls=False)
     run_dir = str(tmp_path / 'run')
+    changes = ['Create the runtime directory', 'Create the persistent state directory (definitions, policies, reports)',
+               'Create the directories of the node library and of the unit', 'Copy the node library the unit runs',
+               'Install the hvops-kvm-guests unit',
+               'Create the wants directory of multi-user.target where systemd does not run',
+               'Enable the unit where systemd does not run']
 
     predicted = run_playbook(inventory, book, check=True)
     assert predicted.rc == 0, predicted
-    assert stats(predicted)['changed'] == 1, 'only the state directory is missing'
-    assert task(predicted, 'Create the state directory')['changed'] is True
+    assert changed_tasks(predicted) == changes, 'only the directories and the unit are missing'
     assert not os.path.exists(run_dir), 'check mode created the state directory'
+    assert not any(os.path.exists(str(tmp_path / name)) for name in ('state', 'lib', 'systemd')), \
+        'check mode wrote something'
 
     first = run_playbook(inventory, book)
     assert first.rc == 0, first
-    assert stats(first)['changed'] == 1 and stats(first)['failures'] == 0
+    assert changed_tasks(first) == changes and stats(first)['failures'] == 0
     assert task(first, 'Install QEMU, qemu-utils and socat')['changed'] is False
     assert os.stat(run_dir).st_mode & 0o777 == 0o711
+    assert os.stat(str(tmp_path / 'state')).st_mode & 0o777 == 0o700
+    unit = str(tmp_path / 'systemd' / 'hvops-kvm-guests.service')
+    with open(unit) as handle:
+        text = handle.read()
+    assert 'ExecStart=/usr/bin/python3 -m ansible_collections.hvops.kvm.plugins.module_utils._node_service boot' in text
+    assert '--state-dir %s' % (tmp_path / 'state') in text and 'WantedBy=multi-user.target' in text
+    assert os.readlink(str(tmp_path / 'systemd' / 'multi-user.target.wants' / 'hvops-kvm-guests.service')) == unit
+    library = tmp_path / 'lib' / 'ansible_collections' / 'hvops' / 'kvm' / 'plugins' / 'module_utils'
+    assert sorted(os.listdir(str(library))) == sorted(
+        name for name in os.listdir(os.path.join(REPO, 'plugins', 'module_utils')) if name.endswith('.py'))
     assert task(first, "Create the user guests' QEMU runs as")['changed'] is False, 'make setup made it'
     facts = task(first, "Gather the node's KVM facts")['ansible_facts']['kvm_node']
     assert facts['run_dir'] == run_dir and facts['instances'] == {}
