@@ -123,10 +123,15 @@ ansible_facts:
       type: dict
       contains:
         run_dir:
-          description: The state directory the instances were read from.
+          description: The runtime directory the instances' sockets, pidfiles and runtime files were read from.
           returned: always
           type: str
           sample: /run/hvops-kvm
+        state_dir:
+          description: The persistent state directory the definitions and policies were read from.
+          returned: always
+          type: str
+          sample: /var/lib/hvops-kvm
         gather_subset:
           description: The subsets gathered, after resolving C(all) and C(!) exclusions.
           returned: always
@@ -319,8 +324,9 @@ ansible_facts:
                   waiting for or receiving a guest); C(migrating) (an outgoing migration is
                   under way, or QEMU is finishing one); C(migrated) (the guest has moved
                   away, its QEMU still lives); C(shutdown) (the guest powered off and QEMU
-                  stays); C(crashed) (QEMU is gone but its pidfile, sockets or runtime file
-                  are left); C(stopped) (defined, not running); C(unknown) (QEMU lives but
+                  stays); C(crashed) (QEMU died without being stopped: its pidfile is left; or
+                  the guest was running when the node went down without stopping it); C(stopped)
+                  (defined, not running); C(unknown) (QEMU lives but
                   its monitor did not answer, or its files cannot be read - see C(error)).
               type: str
               sample: running
@@ -385,6 +391,20 @@ ansible_facts:
                 - Whether its QEMU runs under a seccomp filter (QEMU's C(-sandbox)), or null
                   when it does not run. One without is one of the node's problems.
               type: bool
+            autostart:
+              description: Whether the node's boot starts it (null when it has no definition here).
+              type: bool
+            autostart_order:
+              description: Its place in the node's boot, lower first (null when it has no definition here).
+              type: int
+            autostart_delay:
+              description: Seconds the node's boot waits after starting it (null when it has no definition here).
+              type: int
+            restart_policy:
+              description:
+                - C(on-crash) or C(never) (null when it has no definition here). A crashed guest with
+                  C(on-crash) is started again at boot and by C(playbooks/heal.yml).
+              type: str
             sockets:
               description: Its unix sockets.
               type: dict

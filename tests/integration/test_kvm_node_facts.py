@@ -250,12 +250,12 @@ def test_check_mode_and_gather_subset(node, qemu):
     assert node.snapshot() == before
 
     only_memory = facts(node, gather_subset=['memory'])
-    assert sorted(only_memory) == ['gather_subset', 'memory', 'problems', 'run_dir']
+    assert sorted(only_memory) == ['gather_subset', 'memory', 'problems', 'run_dir', 'state_dir']
     assert only_memory['memory']['committed_mb'] == 20
     without = facts(node, gather_subset=['!instances', '!hypervisor'])
-    assert sorted(without) == ['cpu', 'gather_subset', 'memory', 'problems', 'run_dir']
+    assert sorted(without) == ['cpu', 'gather_subset', 'memory', 'problems', 'run_dir', 'state_dir']
     pair = facts(node, gather_subset=['cpu', 'instances'])
-    assert sorted(pair) == ['cpu', 'gather_subset', 'instances', 'problems', 'run_dir']
+    assert sorted(pair) == ['cpu', 'gather_subset', 'instances', 'problems', 'run_dir', 'state_dir']
 
     bad = run_adhoc(node.inventory, MODULE, {'run_dir': node.run_dir, 'gather_subset': ['disks']})
     assert bad.rc != 0 and "unknown gather_subset 'disks'" in bad.result()['msg']
