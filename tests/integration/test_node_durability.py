@@ -236,8 +236,8 @@ def test_autostart_options_are_idempotent_checked_and_refused_without_a_definiti
         done = run_adhoc(node.inventory, MODULE, dict(bad, name='vm1', run_dir=node.run_dir, state='present'))
         assert done.rc != 0 and words in done.result()['msg'], done
         assert node.snapshot() == before
-    orphan = run_adhoc(node.inventory, MODULE, {'name': 'nobody', 'run_dir': node.run_dir, 'state': 'stopped',
-                                               'autostart': True})
+    orphan = run_adhoc(node.inventory, MODULE,
+                       {'name': 'nobody', 'run_dir': node.run_dir, 'state': 'stopped', 'autostart': True})
     assert orphan.rc != 0 and 'belong to a defined instance' in orphan.result()['msg'], orphan
     assert not os.path.exists(os.path.join(node.state_dir, 'guests', 'nobody.policy'))
     gone = instance(node, 'vm1', state='absent')

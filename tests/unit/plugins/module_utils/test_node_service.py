@@ -70,8 +70,8 @@ def test_the_reports_read_as_sentences():
     booted = {'action': 'boot', 'skipped': None, 'started': [{'name': 'db', 'why': 'autostart'}],
               'not_started': [{'name': 'big', 'reason': 'needs 384 MiB'}]}
     assert summary(booted) == ['started db (autostart)', 'NOT started big: needs 384 MiB']
-    stopped = {'action': 'shutdown', 'stopped': [{'name': 'db', 'how': 'acpi', 'seconds': 1.25},
-                                                {'name': 'x', 'error': 'is incoming', 'seconds': 0.1}]}
+    stopped = {'action': 'shutdown', 'stopped': [
+        {'name': 'db', 'how': 'acpi', 'seconds': 1.25}, {'name': 'x', 'error': 'is incoming', 'seconds': 0.1}]}
     assert summary(stopped) == ['db: acpi in 1.2 s', 'x: FAILED: is incoming in 0.1 s']
 
 
