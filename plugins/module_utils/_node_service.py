@@ -19,7 +19,8 @@ shutdown  Every live guest gets the ACPI power button, in reverse autostart
           stopped by the node, so that the next boot does not take it for a
           crash.
 
-boot runs once per boot of the node: it leaves run_dir/booted behind (run_dir
+Both first move what collection 0.1 kept in run_dir/conf to state_dir (a
+tmpfs would lose it). boot runs once per boot of the node: it leaves run_dir/booted behind (run_dir
 is a tmpfs, so the next boot has none), and a start of the unit on a node
 that is up finds it and starts nothing (the kvm_node role writes it before it
 first starts the unit; ``--force`` runs boot all the same). shutdown removes
@@ -117,13 +118,13 @@ def boot(layout, run, run_as=DEFAULT_RUN_AS, margin_mb=MEMORY_MARGIN_MB, memory_
          sleep=time.sleep, force=False):
     """Start what the node should run; return the report."""
     user = lookup(run_as)
-    layout.verify(user)
-    report = {'action': 'boot', 'started_at': time.time(), 'started': [], 'not_started': [], 'skipped': None}
+    layout.ensure(user)
+    report = {'action': 'boot', 'started_at': time.time(), 'started': [], 'not_started': [], 'skipped': None,
+              'taken_over': layout.take_over()}
     if os.path.exists(boot_marker(layout)) and not force:
         report.update(skipped='this boot of the node was started already (%s)' % boot_marker(layout),
                       finished_at=time.time())
         return report
-    layout.ensure(user)
     write_atomic(boot_marker(layout), '%f\n' % time.time())
     found, problems = guests(layout, run)
     report['not_started'] = problems
@@ -174,11 +175,14 @@ def _stop_one(layout, name, run, timeout):
 
 def shutdown(layout, run, run_as=DEFAULT_RUN_AS, timeout=DEFAULT_SHUTDOWN_TIMEOUT, parallel=0):
     """Power every live guest off (ACPI, then forced after timeout); return the report."""
-    layout.verify(lookup(run_as))
+    user = lookup(run_as)
+    layout.ensure(user)
+    # What collection 0.1 left in run_dir/conf would be lost with the tmpfs.
+    taken = layout.take_over()
     found, problems = guests(layout, run)
     order = shutdown_order(found)
     report = {'action': 'shutdown', 'started_at': time.time(), 'order': order, 'stopped': [],
-              'problems': problems, 'timeout': timeout, 'parallel': parallel}
+              'problems': problems, 'timeout': timeout, 'parallel': parallel, 'taken_over': taken}
     if order:
         workers = len(order) if parallel <= 0 else min(parallel, len(order))
         with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -136,8 +136,13 @@ def test_the_node_shutdown_powers_off_acpi_then_forces_and_the_next_boot_restart
     define(node, guest_image('stubborn'), 'stubborn', autostart_order=3)
     for name in ('web', 'db', 'stubborn'):
         ticks(serial(node, name))
+    # A definition collection 0.1 left in run_dir/conf is saved before the tmpfs goes.
+    define(node, guest_image(), 'legacy', state='present')
+    os.rename(os.path.join(node.state_dir, 'guests', 'legacy.json'), os.path.join(node.run_dir, 'conf', 'legacy.json'))
     began = time.monotonic()
     report, _printed = service(node, 'shutdown', '--timeout', '4')
+    assert report['taken_over'] == ['legacy'], report
+    assert os.path.exists(os.path.join(node.state_dir, 'guests', 'legacy.json'))
     took = time.monotonic() - began
     assert report['order'] == ['db', 'stubborn', 'web'], 'reverse autostart order'
     how = dict((guest['name'], guest['how']) for guest in report['stopped'])
@@ -150,7 +155,7 @@ def test_the_node_shutdown_powers_off_acpi_then_forces_and_the_next_boot_restart
             last = json.load(handle)
         assert (last['state'], last['by']) == ('stopped', 'node-shutdown'), last
     assert {name: record['state'] for name, record in facts(node)['instances'].items()} == {
-        'web': 'stopped', 'db': 'stopped', 'stubborn': 'stopped'}
+        'web': 'stopped', 'db': 'stopped', 'stubborn': 'stopped', 'legacy': 'stopped'}
 
     shutil.rmtree(node.run_dir)   # the reboot after a clean shutdown
     booted, _printed = service(node, 'boot')
@@ -194,10 +199,11 @@ def test_a_definition_of_collection_0_1_in_run_dir_is_read_then_taken_over(node,
     image = guest_image()
     define(node, image, 'old', state='present', vnc_bind_address='127.0.0.1', vnc_display=45,
            vnc_password='s3cret!')
+    define(node, guest_image(), 'older', state='present')
     guests = os.path.join(node.state_dir, 'guests')
     conf = os.path.join(node.run_dir, 'conf')
-    for ext in ('.json', '.vncpass'):
-        os.rename(os.path.join(guests, 'old' + ext), os.path.join(conf, 'old' + ext))
+    for name, ext in (('old', '.json'), ('old', '.vncpass'), ('older', '.json')):
+        os.rename(os.path.join(guests, name + ext), os.path.join(conf, name + ext))
 
     # Read where 0.1 left it: check mode and facts see it and move nothing.
     predicted = run_adhoc(node.inventory, MODULE, {'name': 'old', 'run_dir': node.run_dir, 'state': 'started'},
@@ -205,13 +211,15 @@ def test_a_definition_of_collection_0_1_in_run_dir_is_read_then_taken_over(node,
     assert predicted.rc == 0 and predicted.result()['actions'] == ['start'], predicted
     assert facts(node)['instances']['old']['defined'] is True
     assert sorted(os.listdir(guests)) == [] and os.path.exists(os.path.join(conf, 'old.json'))
+    assert sorted(facts(node)['instances']) == ['old', 'older']
 
     started = run_adhoc(node.inventory, MODULE, {'name': 'old', 'run_dir': node.run_dir, 'state': 'started'})
     assert started.rc == 0, started
     result = started.result()
     assert result['state'] == 'running' and result['definition']['memory'] == 32, result
-    assert any('moved the definitions of old from run_dir/conf' in warning for warning in result['warnings'])
-    assert sorted(os.listdir(guests)) == ['old.json', 'old.last', 'old.vncpass']
+    assert any('moved the definitions of old, older from run_dir/conf' in warning for warning in result['warnings'])
+    # The run takes over every definition 0.1 left, not only its own.
+    assert sorted(os.listdir(guests)) == ['old.json', 'old.last', 'old.vncpass', 'older.json']
     assert not os.path.exists(os.path.join(conf, 'old.json')) and not os.path.exists(os.path.join(conf, 'old.vncpass'))
     with open(os.path.join(guests, 'old.vncpass')) as handle:
         assert handle.read() == 's3cret!\n'
