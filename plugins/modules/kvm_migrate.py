@@ -301,7 +301,7 @@ EXAMPLES = r'''
     phase: accept
     runtime: "{{ prepared.runtime }}"
     definition: "{{ prepared.definition }}"
-    policy: "{{ prepared.policy }}"
+    policy: "{{ prepared.policy | default(omit, true) }}"
     migration_address: 192.0.2.12
   delegate_to: node2
   register: accepted

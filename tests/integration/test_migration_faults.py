@@ -203,7 +203,7 @@ class Faults:
                 'phase': 'accept',
                 'runtime': '{{ hostvars[%s].prepared.runtime }}' % src,
                 'definition': '{{ hostvars[%s].prepared.definition }}' % src,
-                'policy': '{{ hostvars[%s].prepared.policy }}' % src,
+                'policy': '{{ hostvars[%s].prepared.policy | default(omit, true) }}' % src,
                 'migration_address': '{{ kvm_migration_address }}'}, **(accept or {})), 'accepted'),
             'migrate': lambda: self.task('migrate', source, dict({
                 'phase': 'migrate', 'uri': uri or '{{ hostvars[%s].accepted.uri }}' % dst},
