@@ -30,7 +30,7 @@ import types
 
 import pytest
 
-from tests.harness import VENV_BIN
+from tests.harness import REPO, VENV_BIN
 from tests.harness.ansible_run import AnsibleResult, ansible_env, run_adhoc
 from tests.harness.lab import lab_session
 from tests.harness.qemu_procs import qemu_processes_under, serial_lines, wait_until
@@ -48,6 +48,8 @@ PEER = {'kvm-a': 'kvm-b', 'kvm-b': 'kvm-a'}
 TICKS_PER_SECOND = 18.2
 PHASES = ('prepare', 'accept', 'migrate', 'finalize', 'confirm')
 PLAYBOOK_TIMEOUT = 240
+MIGRATE_BOOK = os.path.join(REPO, 'playbooks', 'migrate.yml')
+RECOVER_BOOK = os.path.join(REPO, 'playbooks', 'recover.yml')
 
 # A TCP listener for a lab host: binds ADDRESS (port chosen by the kernel),
 # prints the port, and exits by itself after LIFETIME seconds.
@@ -250,15 +252,29 @@ class Faults:
         self.procs.append(proc)
         return proc
 
+    def start_book(self, book, source, target, **role_vars):
+        """playbooks/migrate.yml or recover.yml (the hvops.kvm.migrate role) in
+        the background, as start_playbook."""
+        extra = dict({'instance': self.name, 'source': source, 'target': target}, **role_vars)
+        argv = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', self.lab.inventory, book, '-e', json.dumps(extra)]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=ansible_env(), start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def book(self, book, source, target, **role_vars):
+        return self.finish(self.start_book(book, source, target, **role_vars), wrap=RoleRun)
+
     @staticmethod
-    def finish(proc, timeout=PLAYBOOK_TIMEOUT):
+    def finish(proc, timeout=PLAYBOOK_TIMEOUT, wrap=None):
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
             raise AssertionError('ansible-playbook still ran after %s s:\n%s' % (timeout, stderr[-2000:])) from None
-        return Run(AnsibleResult(types.SimpleNamespace(returncode=proc.returncode, stdout=stdout, stderr=stderr)))
+        result = AnsibleResult(types.SimpleNamespace(returncode=proc.returncode, stdout=stdout, stderr=stderr))
+        return wrap(result) if wrap else Run(result)
 
     def playbook(self, plays):
         return self.finish(self.start_playbook(plays))
@@ -308,6 +324,33 @@ class Run:
                                          'status', 'reason', 'migration_status', 'busy')))
                      for key, data in self.by_task.items())
         return 'Run(rc=%d, %r, stderr=%r)' % (self.rc, shown, self.result.stderr[-2000:])
+
+
+class RoleRun:
+    """Results of one run of playbooks/migrate.yml or recover.yml (every task
+    runs on localhost, the phases delegated to their node)."""
+
+    def __init__(self, result):
+        self.result = result
+        self.rc = result.rc
+        self.tasks = result.tasks()
+
+    def task(self, prefix):
+        """The last result of the task whose name starts with prefix."""
+        found = [res for name, res in self.tasks if name.startswith(prefix)]
+        assert found, (prefix, [name for name, _res in self.tasks])
+        return found[-1]
+
+    def fact(self, key):
+        found = [res['ansible_facts'][key] for _name, res in self.tasks if key in res.get('ansible_facts', {})]
+        assert found, self
+        return found[-1]
+
+    def __repr__(self):
+        shown = [(name, dict((k, v) for k, v in res.items() if k in ('msg', 'failed', 'changed', 'actions', 'state',
+                                                                      'kind', 'status', 'skipped')))
+                 for name, res in self.tasks]
+        return 'RoleRun(rc=%d, %r, stderr=%r)' % (self.rc, shown, self.result.stderr[-2000:])
 
 
 def assert_recovered(run, source, target, keep):
@@ -542,3 +585,51 @@ def test_a_guest_dirtying_faster_than_the_bandwidth_converges_or_is_cancelled(fa
         outcome = 'converged in %s ms (%s passes, downtime %s ms)' % (
             migrated['stats']['total_time_ms'], migrated['stats']['passes'], migrated['stats']['downtime_ms'])
     print('\n16 MiB dirtied at 8 MiB/s with auto-converge: %s' % outcome)
+
+
+# -- frozen QEMUs, through the migrate role (playbooks/migrate.yml) ----------------------------------
+# Cleartext: the faults are those of the QEMUs, not of TLS (tests/integration/test_migration_tls.py).
+ROLE_VARS = {'migrate_tls': False, 'migrate_max_bandwidth_mib': 8, 'migrate_stall_timeout': 2,
+             'migrate_timeout': 120}
+
+
+def role_with_fault(faults, fault, **role_vars):
+    """A dirty guest on kvm-a; playbooks/migrate.yml to kvm-b, during which
+    fault(target pid) strikes a second after the incoming migration is under
+    way. (RoleRun, ticks before, the target QEMU's pid)."""
+    before = faults.start_guest('kvm-a', 'dirty', memory=64, dirty_mib=48)
+    proc = faults.start_book(MIGRATE_BOOK, 'kvm-a', 'kvm-b', **dict(ROLE_VARS, **role_vars))
+    wait_until(lambda: faults.target_migration_status('kvm-b') == 'active', 90, interval=0.1)
+    time.sleep(1.0)     # a second of memory over the link
+    pids = faults.pids('kvm-b')
+    assert proc.poll() is None and len(pids) == 1, pids
+    fault(pids[0])
+    return faults.finish(proc, wrap=RoleRun), before, pids[0]
+
+
+def test_frozen_target_is_removed_and_the_guest_runs_on_the_source(faults):
+    """The target QEMU SIGSTOPped mid-migration: its monitor is silent. The
+    stall detector cancels; the source's own evidence (its migration cancelled,
+    its copy running) lets the rollback kill the frozen incoming copy."""
+    struck = []
+
+    def freeze(pid):
+        os.kill(pid, signal.SIGSTOP)
+        struck.append(time.monotonic())
+
+    run, before, frozen = role_with_fault(faults, freeze)
+    took = time.monotonic() - struck[0]
+    result = run.fact('migrate_result')
+    assert run.rc != 0 and result['failed'] is True, run
+    message = result['message']
+    print('\n' + message)
+    assert 'no progress for 2 s' in message, message
+    assert result['rolled_back'] is True and result['runs_on'] == 'kvm-a', result
+    assert 'NOT resumed' not in message, message
+    rollback = run.task('Roll back on the target')
+    assert rollback['actions'] == ['kill'] and rollback['target_dead'] is True, rollback
+    assert 'the incoming copy on kvm-b, whose QEMU did not answer, was killed' in message, message
+    assert message.endswith('%s runs on kvm-a (pid %s).' % (faults.name, result['pid'])), message
+    faults.assert_only_on('kvm-a', before)
+    assert not os.path.exists('/proc/%d/cmdline' % frozen) or open('/proc/%d/cmdline' % frozen).read() == ''
+    print('\nfrozen target: the role ended %.1f s after the SIGSTOP: %s' % (took, message))
