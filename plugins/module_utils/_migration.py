@@ -314,12 +314,13 @@ class Migration:
         tls = _migration_tls.plan(self.params, 'client', self.instance.qemu_user or self.known_user, self.name,
                                   hostname=host)
         with self.locked():
-            if self.instance.pid() is None:
+            pid = self.instance.pid()
+            if pid is None:
                 raise StateError('does not run on this node', instance=self.name)
             with self.instance.monitor() as qmp:
-                return self._migrate(qmp, uri, tls)
+                return self._migrate(qmp, uri, tls, pid)
 
-    def _migrate(self, qmp, uri, tls):
+    def _migrate(self, qmp, uri, tls, pid=None):
         run_state = qmp.execute('query-status')['status']
         status = (qmp.execute('query-migrate') or {}).get('status')
         if run_state not in ('running', 'paused'):
@@ -348,7 +349,7 @@ class Migration:
         qmp.drain_events()
         result['started_at'] = time.time()
         try:
-            Outgoing(qmp, self.name, self.params).send(uri, pause, result)
+            Outgoing(qmp, self.name, self.params, pid=pid).send(uri, pause, result)
         except MigrationError as err:
             # When it ran, on this node's clock, for whoever reports the failure.
             err.details.update(started_at=result['started_at'], finished_at=time.time())
