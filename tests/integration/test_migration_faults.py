@@ -23,6 +23,7 @@ QEMU of that instance on both nodes.
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -337,7 +338,7 @@ class RoleRun:
 
     def task(self, prefix):
         """The last result of the task whose name starts with prefix."""
-        found = [res for name, res in self.tasks if name.startswith(prefix)]
+        found = [res for name, res in self.tasks if name.split(' : ', 1)[-1].startswith(prefix)]
         assert found, (prefix, [name for name, _res in self.tasks])
         return found[-1]
 
@@ -347,9 +348,8 @@ class RoleRun:
         return found[-1]
 
     def __repr__(self):
-        shown = [(name, dict((k, v) for k, v in res.items() if k in ('msg', 'failed', 'changed', 'actions', 'state',
-                                                                      'kind', 'status', 'skipped')))
-                 for name, res in self.tasks]
+        keys = ('msg', 'failed', 'changed', 'actions', 'state', 'kind', 'status', 'skipped')
+        shown = [(name, dict((k, v) for k, v in res.items() if k in keys)) for name, res in self.tasks]
         return 'RoleRun(rc=%d, %r, stderr=%r)' % (self.rc, shown, self.result.stderr[-2000:])
 
 
@@ -633,3 +633,72 @@ def test_frozen_target_is_removed_and_the_guest_runs_on_the_source(faults):
     faults.assert_only_on('kvm-a', before)
     assert not os.path.exists('/proc/%d/cmdline' % frozen) or open('/proc/%d/cmdline' % frozen).read() == ''
     print('\nfrozen target: the role ended %.1f s after the SIGSTOP: %s' % (took, message))
+
+
+def test_frozen_source_leaves_the_guest_on_the_source_once_it_continues(faults):
+    """The source QEMU SIGSTOPped mid-migration: the migrate phase's monitor
+    times out; the target, still receiving, is removed; the source cannot be
+    resumed while it is stopped, and the message says so. Continued, QEMU
+    fails its migration (the target is gone) and goes on with the guest;
+    recover then finds it running on the source and changes nothing."""
+    frozen = []
+
+    def freeze(_target_pid):
+        pid, = faults.pids('kvm-a')
+        os.kill(pid, signal.SIGSTOP)
+        frozen.append((pid, time.monotonic()))
+
+    run, before, _target = role_with_fault(faults, freeze)
+    source, struck = frozen[0]
+    took = time.monotonic() - struck
+    result = run.fact('migrate_result')
+    message = result['message']
+    print('\n' + message)
+    assert run.rc != 0 and result['failed'] is True and result['rolled_back'] is False, run
+    # Meanwhile: the target copy is gone, the guest runs nowhere (its QEMU is stopped), and the message says so.
+    # The migrate phase saw the source QEMU stopped; the status before the rollback too.
+    assert 'the source QEMU (pid %d) stopped answering during the migration' % source in message, message
+    assert 'kill the target QEMU' not in message, message
+    assert 'does not answer (QEMU pid %d is stopped' % source in message, message
+    assert result['runs_on'] is None and 'the guest runs nowhere until that QEMU answers again' in message
+    assert run.task('Roll back on the target')['target_dead'] is True
+    assert faults.pids('kvm-b') == [] and faults.files('kvm-b') == []
+    assert faults.pids('kvm-a') == [source] and open('/proc/%d/stat' % source).read().rsplit(')', 1)[1].split()[0] == 'T'
+
+    os.kill(source, signal.SIGCONT)
+    continued = time.monotonic()
+    wait_until(lambda: faults.query_migrate('kvm-a')['status'] in ('failed', 'cancelled'), 30, interval=0.05)
+    ended = time.monotonic() - continued
+    recovered = faults.book(RECOVER_BOOK, 'kvm-a', 'kvm-b')
+    assert recovered.rc == 0, recovered
+    outcome = recovered.fact('migrate_recover_result')
+    assert outcome['decision'] == 'source' and outcome['changed'] is False, outcome
+    assert outcome['hosts']['source']['kind'] == 'running' and outcome['hosts']['target']['kind'] == 'absent'
+    faults.assert_only_on('kvm-a', before, pid=source)
+    print('frozen source: the role ended %.1f s after the SIGSTOP; continued, QEMU ended its migration %.2f s'
+          ' later as %s' % (took, ended, faults.query_migrate('kvm-a')['status']))
+
+
+def test_target_host_rebooting_mid_migration_leaves_the_guest_on_the_source(faults):
+    """The target host reboots mid-migration, as far as the guest can tell:
+    every QEMU of its run_dir SIGKILLed, and the run_dir gone (a tmpfs, as
+    /run is). The migration fails, the guest runs on on the source, the
+    rollback finds nothing on the target and leaves nothing there."""
+    run_dir = faults.run_dir('kvm-b')
+
+    def reboot(_target_pid):
+        for pid, _argv in qemu_processes_under(run_dir):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not qemu_processes_under(run_dir), 10, interval=0.01)
+        shutil.rmtree(run_dir)
+
+    run, before, _target = role_with_fault(faults, reboot)
+    result = run.fact('migrate_result')
+    message = result['message']
+    print('\n' + message)
+    assert run.rc != 0 and result['failed'] is True, run
+    assert 'QEMU reports it failed' in message, message
+    assert result['rolled_back'] is True and result['runs_on'] == 'kvm-a', result
+    assert message.endswith('Rolled back: nothing was left on kvm-b, and %s runs on kvm-a (pid %s).'
+                            % (faults.name, result['pid'])), message
+    faults.assert_only_on('kvm-a', before, pid=result['pid'])
