@@ -218,9 +218,13 @@ def test_a_frozen_target_is_killed_only_on_the_sources_evidence(pair, guest_imag
     finally:
         os.kill(guest, signal.SIGCONT)
 
-    killed = pair.ok('dst', {'phase': 'finalize', 'success': False, 'peer_status': source})
-    assert killed['actions'] == ['kill'] and killed['silent'] is True and killed['target_dead'] is True
+    # recover on the same evidence (finalize's kill: test_migration_faults, through the role).
+    killed = pair.ok('dst', {'phase': 'recover', 'role': 'target', 'local_status': target, 'peer_status': source})
+    assert killed['decision'] == 'source' and 'never received the whole guest' in killed['reason'], killed
+    assert killed['actions'] == ['discard'] and killed['silent'] is True and killed['state'] == 'absent'
     assert pair.pids('dst') == [] and pair.files('dst') == []
+    kept = pair.ok('src', {'phase': 'recover', 'role': 'source', 'local_status': source, 'peer_status': target})
+    assert kept['decision'] == 'source' and kept['actions'] == [] and kept['state'] == 'running', kept
     assert pair.pids('src') == [guest]
     assert_ticks_continue(before, pair.serial('src'), within_s=60)
 
