@@ -27,7 +27,8 @@ options:
       - The run - C(instance), C(source), C(target) (inventory hostnames), C(started) and C(now)
         (epoch seconds), C(check_mode), C(ports), C(stat_keys), and the registered results
         C(prepared), C(target_status), C(accepted), C(migrated), C(finalized), C(confirmed),
-        C(rollback_target), C(rollback_source), and after a failure C(failure) (the failed
+        C(rollback_status) (the source's status, taken before the rollback), C(rollback_target),
+        C(rollback_source), and after a failure C(failure) (the failed
         result) and C(failed_task) (its name). Results of phases that did not run are empty or
         missing.
     type: dict
@@ -125,6 +126,7 @@ class _Run:
         self.accepted = _result(run, 'accepted')
         self.migrated = _result(run, 'migrated')
         self.finalized = _result(run, 'finalized')
+        self.rollback_status = _result(run, 'rollback_status')
         self.rollback_target = _result(run, 'rollback_target')
         self.rollback_source = _result(run, 'rollback_source')
         self.failure = _result(run, 'failure')
@@ -139,6 +141,11 @@ class _Run:
         target = _result(self.run, 'target_status') if _ran(_result(self.run, 'target_status')) \
             else self.accepted.get('observed') or {}
         return source, target
+
+    def source_kind(self):
+        """What the source's status taken before the rollback showed, or None."""
+        status = self.rollback_status
+        return copy_kind(status) if _ran(status) and not _failed(status) else None
 
     def already_there(self):
         source, target = self.statuses()
@@ -274,16 +281,34 @@ class _Run:
             what = ('The guest runs on %s (pid %s), but its migrated-away copy on %s was not removed: %s.'
                     % (self.target, pid, self.source, self.recover_hint))
         elif _failed(self.rollback_target):
-            runs_on, pid = None, None
-            what = ('Rollback stopped: removing the incoming copy on %s failed (%s), so the guest was NOT resumed'
-                    ' on %s (the copy on %s may be alive). Look at both nodes, then %s.'
-                    % (self.target, self.rollback_target.get('msg', 'unknown error'), self.source, self.target,
-                       self.recover_hint))
+            not_removed = 'removing the incoming copy on %s failed (%s)' % (
+                self.target, self.rollback_target.get('msg', 'unknown error'))
+            if self.source_kind() == 'running':
+                # The source never stopped running the guest: say so, whatever the target.
+                runs_on, pid = self.source, self.rollback_status.get('pid')
+                what = ('%s runs on %s (pid %s), but %s: that copy, never resumed, is left there. Look at %s,'
+                        ' then %s.' % (self.name, self.source, pid, not_removed, self.target, self.recover_hint))
+            else:
+                runs_on, pid = None, None
+                what = ('Rollback stopped: %s, so the guest was NOT resumed on %s (the copy on %s may be alive).'
+                        ' Look at both nodes, then %s.' % (not_removed, self.source, self.target, self.recover_hint))
         elif rolled_back:
             runs_on, pid = self.source, self.rollback_source.get('pid')
-            left = 'the incoming copy on %s was removed' % self.target if self.rollback_target.get('changed') \
-                else 'nothing was left on %s' % self.target
+            if self.rollback_target.get('silent') is True:
+                left = 'the incoming copy on %s, whose QEMU did not answer, was killed' % self.target
+            elif self.rollback_target.get('changed'):
+                left = 'the incoming copy on %s was removed' % self.target
+            else:
+                left = 'nothing was left on %s' % self.target
             what = 'Rolled back: %s, and %s runs on %s (pid %s).' % (left, self.name, self.source, pid)
+        elif self.source_kind() == 'unknown':
+            runs_on, pid = None, None
+            what = ('The incoming copy on %s is gone, but the copy on %s does not answer (%s), so it was not'
+                    ' resumed: the guest runs nowhere until that QEMU answers again. A QEMU that is only stopped'
+                    ' (SIGSTOP, a freezer) goes on once continued: its migration then fails, its target being'
+                    ' gone, and the guest goes on as it was on %s. Then %s.'
+                    % (self.target, self.source, self.rollback_status.get('error') or 'no reason given',
+                       self.source, self.recover_hint))
         else:
             runs_on, pid = None, None
             what = ('The incoming copy on %s is gone, but resuming the guest on %s failed (%s): %s.'

@@ -179,6 +179,18 @@ class Instance:
         self.clean_leftovers()
         return how
 
+    def kill(self, pid):
+        """SIGKILL the identified QEMU pid at once, without asking its monitor
+        (one that does not answer: a stopped process dies of SIGKILL too),
+        then remove its files. False when another QEMU of this instance holds
+        the pidfile by now (nothing is signalled then; its files stay)."""
+        if not _identity.signal_instance(self.paths, self.name, pid) and self.pid() is not None:
+            return False
+        if not self._exited(pid, QUIT_GRACE):
+            raise ProcessError('QEMU pid %d survived SIGKILL' % pid, instance=self.name)
+        self.clean_leftovers()
+        return True
+
     def _exited(self, pid, within):
         deadline = time.monotonic() + within
         while True:

@@ -19,6 +19,8 @@ FinalizeMigration do)::
                       statistics read once QEMU has filled them in
     finalize  target  success: resume the guest here, it now lives here;
                       failure: kill the incoming QEMU and remove its files
+                      (one whose monitor is silent only on the source's
+                      status, peer_status, showing its migration unfinished)
     confirm   source  success: stop the migrated-away copy, remove its files;
                       failure: resume the guest here, once the target is dead
     status    either  what the copy here looks like, for recover
@@ -28,7 +30,9 @@ FinalizeMigration do)::
 What keeps a guest from running twice: the target's QEMU starts with -S and
 only finalize(success) resumes it, and only once its incoming migration has
 completed. Until then the source owns the guest, from then on the target.
-finalize(failure) refuses to kill a target copy that has been resumed, and
+finalize(failure) refuses to kill a target copy that has been resumed, or
+one whose monitor does not answer unless the source shows it kept the guest
+(_migration_recover.may_kill_silent_target), and
 confirm(failure) resumes the source only when told that the target is dead
 (``cont`` works on a source in postmigrate even while the target runs).
 
@@ -53,8 +57,8 @@ from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayou
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import requirements_of, target_problems
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_intake import checked_definition, checked_runtime
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import decide, may_kill_silent_target
 from ansible_collections.hvops.kvm.plugins.module_utils._policy import checked_policy, mark, save_policy, stored_policy
-from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import decide
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (
     DEFAULTS, capabilities, check_options, listen_address, parameters, parse_port_range, parse_uri, tcp_uri)
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_watch import Outgoing, resume
@@ -130,12 +134,17 @@ class Migration:
         qmp.execute('migrate-set-capabilities', {'capabilities': caps})
         qmp.execute('migrate-set-parameters', params)
 
-    def discard(self, remove_definition):
-        """Kill the copy here (QMP quit, then SIGKILL to the identified process)
+    def discard(self, remove_definition, silent_pid=None):
+        """Kill the copy here (QMP quit, then SIGKILL to the identified process;
+        SIGKILL at once to ``silent_pid``, a QEMU whose monitor does not answer)
         and remove its files; the definition (with VNC password, policy and
         last state) too when the guest lives elsewhere (a VNC password without
         a definition always)."""
-        self.instance.stop(mode='kill')
+        if silent_pid is None:
+            self.instance.stop(mode='kill')
+        elif not self.instance.kill(silent_pid):
+            raise MigrationError('another QEMU of the instance took over its pidfile while pid %d was being'
+                                 ' killed; take status again' % silent_pid, instance=self.name)
         if remove_definition or not has_definition(self.paths):
             undefine(self.paths)
 
@@ -313,12 +322,13 @@ class Migration:
         tls = _migration_tls.plan(self.params, 'client', self.instance.qemu_user or self.known_user, self.name,
                                   hostname=host)
         with self.locked():
-            if self.instance.pid() is None:
+            pid = self.instance.pid()
+            if pid is None:
                 raise StateError('does not run on this node', instance=self.name)
             with self.instance.monitor() as qmp:
-                return self._migrate(qmp, uri, tls)
+                return self._migrate(qmp, uri, tls, pid)
 
-    def _migrate(self, qmp, uri, tls):
+    def _migrate(self, qmp, uri, tls, pid=None):
         run_state = qmp.execute('query-status')['status']
         status = (qmp.execute('query-migrate') or {}).get('status')
         if run_state not in ('running', 'paused'):
@@ -347,7 +357,7 @@ class Migration:
         qmp.drain_events()
         result['started_at'] = time.time()
         try:
-            Outgoing(qmp, self.name, self.params).send(uri, pause, result)
+            Outgoing(qmp, self.name, self.params, pid=pid).send(uri, pause, result)
         except MigrationError as err:
             # When it ran, on this node's clock, for whoever reports the failure.
             err.details.update(started_at=result['started_at'], finished_at=time.time())
@@ -389,6 +399,8 @@ class Migration:
         return {'changed': True, 'actions': actions, 'state': 'running', 'pid': record['pid']}
 
     def _finalize_failure(self, record, runtime):
+        if record['kind'] == 'unknown':
+            return self._remove_silent_target(record)
         if record['present'] and record['kind'] not in ('incoming-partial', 'incoming-complete'):
             raise MigrationError('the copy here is %s (run state %s), not an unfinished incoming'
                                  ' migration: it is the guest; refusing to kill it'
@@ -400,6 +412,20 @@ class Migration:
         if not self.check_mode and actions:
             self.discard(remove_definition=False)
         return {'changed': bool(actions), 'actions': actions, 'target_dead': True, 'state': 'stopped'}
+
+    def _remove_silent_target(self, record):
+        """A copy whose monitor did not answer: killed only when it is an
+        unfinalized incoming QEMU here and the source's status (peer_status,
+        from the other node) shows the migration ended unfinished there."""
+        allowed, why = may_kill_silent_target(record, self.params.get('peer_status'))
+        if not allowed:
+            raise MigrationError('the copy here does not answer (%s) and %s: refusing to kill it, since it may'
+                                 ' hold the guest; pass the source\'s status as peer_status, or look at both'
+                                 ' nodes and run recover' % (record['error'], why), instance=self.name)
+        if not self.check_mode:
+            self.discard(remove_definition=False, silent_pid=record['pid'])
+        return {'changed': True, 'actions': ['kill'], 'target_dead': True, 'state': 'stopped',
+                'silent': True, 'reason': why}
 
     # -- confirm (source) --------------------------------------------------
     def confirm(self):
@@ -493,9 +519,10 @@ class Migration:
                 remove_definition = keep is not None
                 if remove_definition and (local['defined'] or has_vnc_password(self.paths)):
                     actions.append('undefine')
+                silent = local['pid'] if local['kind'] == 'unknown' else None
                 if not self.check_mode and actions:
-                    self.discard(remove_definition=remove_definition)
-                result.update(state='absent' if keep is not None else 'stopped')
+                    self.discard(remove_definition=remove_definition, silent_pid=silent)
+                result.update(state='absent' if keep is not None else 'stopped', silent=silent is not None)
                 if keep is None:
                     self.warnings.append('instance %s runs nowhere: %s' % (self.name, decision['reason']))
         result.update(changed=bool(actions), actions=actions)

@@ -1,12 +1,66 @@
 # -*- coding: utf-8 -*-
 # Copyright: hvops.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Deciding, after an interrupted migration, which copy of the guest to keep.
+"""Deciding, after an interrupted migration, which copy of the guest to keep,
+and whether a target copy whose monitor does not answer may be killed.
 
-Both nodes reach the same answer from the same two status records. Pure."""
+Both nodes reach the same answer from the same two status records. A record
+from the other node is untrusted input: only exact values count. Pure."""
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import MigrationError
 from ansible_collections.hvops.kvm.plugins.module_utils._states import copy_kind
+
+
+# How an outgoing migration ended without completing, and the run states of a
+# source copy that still holds the guest after it.
+UNFINISHED = ('cancelled', 'failed')
+HOLDING = ('running', 'paused')
+
+
+def source_kept_guest(source):
+    """(True, why) when a status record of the source copy shows that its
+    migration ended without completing and that it still holds the guest, so
+    the target never received the whole guest; else (False, why not).
+
+    The record comes from the other node: every value must be exactly what the
+    status phase writes (a string, a boolean, a pid), nothing merely truthy.
+    """
+    if not isinstance(source, dict):
+        return False, 'no status of the source copy was given'
+    pid, run_state, status = source.get('pid'), source.get('run_state'), source.get('migration_status')
+    if source.get('present') is not True or isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False, 'the source copy is not shown alive'
+    if source.get('busy') is not False or source.get('incoming') is not False:
+        return False, 'the source copy is shown busy or as a migration target'
+    if not isinstance(run_state, str) or run_state not in HOLDING:
+        return False, 'the source copy is not shown running or paused (run state %r)' % (run_state,)
+    if not isinstance(status, str) or status not in UNFINISHED:
+        return False, 'the source\'s migration is not shown cancelled or failed (status %r)' % (status,)
+    if copy_kind(source) not in HOLDING:
+        return False, 'the source copy is %s' % copy_kind(source)
+    return True, 'the source\'s migration ended %s and its copy is %s' % (status, run_state)
+
+
+def silent_incoming(target):
+    """Whether a status record taken on this node shows a live QEMU that was
+    started as a migration target (-incoming, from its runtime) and never
+    finalized, whose monitor did not answer."""
+    return isinstance(target, dict) and target.get('present') is True and target.get('incoming') is True \
+        and copy_kind(target) == 'unknown'
+
+
+def may_kill_silent_target(target, source):
+    """(True, why) when the target copy, whose monitor does not answer, may be
+    killed: it is an unfinalized incoming QEMU (so it never ran the guest) and
+    the source shows it kept the guest (so the target never received all of
+    it). Otherwise (False, why not): nothing is killed that may hold the only
+    complete copy, or that may run it."""
+    if not silent_incoming(target):
+        return False, 'the copy here is not an unfinalized migration target whose monitor is silent'
+    kept, why = source_kept_guest(source)
+    if not kept:
+        return False, why
+    return True, why + ': the target never received the whole guest, and never ran it'
 
 
 def decide(source, target):
@@ -14,12 +68,18 @@ def decide(source, target):
     or None (the guest runs nowhere and none of its copies may be started).
     Both nodes reach the same answer from the same two status records.
 
-    The newest state wins: a running copy; else a target that was finalized
+    A target copy whose monitor does not answer is discarded only when
+    may_kill_silent_target allows it. Otherwise the newest state wins: a
+    running copy; else a target that was finalized
     (it may have run) or that holds a completed incoming migration the source
     also saw complete; else the source, whose state is the newest as long as
     the target never ran.
     """
     s, t = copy_kind(source), copy_kind(target)
+    if t == 'unknown' and s in HOLDING:
+        allowed, why = may_kill_silent_target(target, source)
+        if allowed:
+            return {'keep': 'source', 'reason': '%s; the target copy does not answer' % why}
     for role, kind in (('source', s), ('target', t)):
         if kind in ('busy', 'unknown'):
             raise MigrationError('cannot decide: the %s copy is %s%s; take status again once no phase'

@@ -9,6 +9,7 @@ settled statistics. One open QMP session on the source's QEMU throughout."""
 import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import MigrationError, MonitorError, MonitorTimeout
+from ansible_collections.hvops.kvm.plugins.module_utils._identity import process_state
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_stats import (
     Progress, ends_migration, extract_stats, stats_settled)
 from ansible_collections.hvops.kvm.plugins.module_utils._states import MIGRATION_ENDED, POSTCOPY
@@ -39,12 +40,14 @@ def resume(qmp, name):
 
 class Outgoing:
     """The outgoing migration of instance ``name`` on the open session ``qmp``;
-    ``params`` the migrate phase's options (timeout, stall_timeout, postcopy)."""
+    ``params`` the migrate phase's options (timeout, stall_timeout, postcopy);
+    ``pid`` the source QEMU's, to tell a stopped process from a busy monitor."""
 
-    def __init__(self, qmp, name, params):
+    def __init__(self, qmp, name, params, pid=None):
         self.qmp = qmp
         self.name = name
         self.params = params
+        self.pid = pid
         self.last_sample = {}
 
     def send(self, uri, pause, result):
@@ -61,11 +64,7 @@ class Outgoing:
         try:
             outcome, event, seen_at = self.wait(started)
         except MonitorTimeout as err:
-            raise MigrationError('the source\'s monitor stopped answering during the migration (%s);'
-                                 ' QEMU holds it while it sends the final state, so the target has'
-                                 ' probably stopped reading: the guest stays paused on the source until'
-                                 ' the connection breaks (kill the target QEMU)' % err.msg,
-                                 instance=self.name, status='unknown')
+            raise MigrationError(self.silence(err), instance=self.name, status='unknown')
         if outcome in ('stalled', 'timeout'):
             status = self.cancel()
         else:
@@ -87,6 +86,17 @@ class Outgoing:
                                  instance=self.name, status=status, reason=outcome, stats=stats,
                                  source_run_state=source_state)
         result.update(status=status, stats=stats, timing=self.timing(event, started, seen_at))
+
+    def silence(self, err):
+        """Why the source's monitor stopped answering, as far as this node can tell."""
+        state = process_state(self.pid) if self.pid else None
+        if state in ('T', 't'):
+            return ('the source QEMU (pid %d) stopped answering during the migration (%s): it is stopped'
+                    ' (process state %s: SIGSTOP, a freezer or a debugger), so it neither sends the guest nor'
+                    ' answers until it is continued' % (self.pid, err.msg, state))
+        return ('the source\'s monitor stopped answering during the migration (%s); QEMU holds it while it'
+                ' sends the final state, so the target has probably stopped reading: the guest stays paused'
+                ' on the source until the connection breaks (kill the target QEMU)' % err.msg)
 
     def wait(self, started):
         """(outcome, event, seen_at): outcome is a terminal status, 'stalled'

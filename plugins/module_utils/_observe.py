@@ -11,8 +11,12 @@ instance's lock (it may hold the monitor for a whole migration).
 """
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import MonitorError
+from ansible_collections.hvops.kvm.plugins.module_utils._identity import process_state
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import has_definition, is_incoming
 from ansible_collections.hvops.kvm.plugins.module_utils._states import copy_kind, guest_state
+
+# /proc/PID/stat states of a process that runs no code until it is continued.
+STOPPED = ('T', 't')
 
 
 def ask(qmp):
@@ -28,7 +32,9 @@ def observe(instance, busy=False, query=True, strict=False):
     ``busy``: another run holds the instance's lock; its live QEMU is then
     'unknown' without a monitor being opened. Without ``query`` no monitor is
     opened either (a live QEMU's state is then None). A monitor that does not
-    answer makes the state 'unknown', or with ``strict`` raises MonitorError.
+    answer makes the state 'unknown', or with ``strict`` raises MonitorError;
+    so does a QEMU that is stopped (SIGSTOP, a debugger), without waiting out
+    the monitor's timeout: a stopped process cannot answer.
     """
     pid = instance.pid()
     runtime = instance.runtime()
@@ -43,6 +49,10 @@ def observe(instance, busy=False, query=True, strict=False):
         record['state'] = 'unknown'
     elif query:
         try:
+            stopped = process_state(pid)
+            if stopped in STOPPED:
+                raise MonitorError('QEMU pid %d is stopped (process state %s: SIGSTOP, a freezer or a debugger);'
+                                   ' its monitor cannot answer' % (pid, stopped), instance=instance.name)
             with instance.monitor() as qmp:
                 run_state, migration = ask(qmp)
         except MonitorError as err:

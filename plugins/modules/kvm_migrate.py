@@ -269,8 +269,14 @@ options:
     choices: [source, target]
   peer_status:
     description:
-      - C(recover) only, required there. The result of the C(status) phase on the
+      - C(recover), required there. The result of the C(status) phase on the
         other node.
+      - C(finalize) with O(success=false), optional. The result of the C(status)
+        phase on the source, taken after its migration ended. An incoming copy here
+        whose monitor does not answer (a frozen QEMU) is killed only when this shows
+        the source copy running or paused with its migration C(cancelled) or C(failed),
+        so that the target never received the whole guest; every value must be
+        exactly what C(status) returns.
     type: dict
   local_status:
     description:
@@ -547,6 +553,12 @@ target_dead:
   description: No incoming QEMU of the instance lives on the target any more; pass it to C(confirm) as O(target_confirmed_dead).
   returned: finalize with success=false
   type: bool
+silent:
+  description:
+    - The copy here did not answer its monitor and was killed with SIGKILL on the source's evidence
+      (O(peer_status)).
+  returned: finalize with success=false when it kills such a copy, recover when it discards a copy
+  type: bool
 present:
   description: A QEMU of the instance lives on this node.
   returned: status
@@ -580,7 +592,7 @@ decision:
   type: str
 reason:
   description: Why.
-  returned: recover
+  returned: recover, and finalize with success=false when it kills a copy whose monitor did not answer
   type: str
 '''
 

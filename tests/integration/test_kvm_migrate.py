@@ -180,6 +180,55 @@ def test_stalled_target_is_cancelled_and_so_is_a_slow_migration(pair, guest_imag
     assert_ticks_continue(before, pair.serial('src'), within_s=60)
 
 
+def test_a_frozen_target_is_killed_only_on_the_sources_evidence(pair, guest_image):
+    """A target QEMU whose monitor is silent (SIGSTOP) is killed by
+    finalize(success: false) only with the source's status (peer_status)
+    showing the migration cancelled or failed and the source copy running; a
+    silent copy that is not an incoming migration target never."""
+    pair.start_guest(guest_image('dirty', dirty_mib=48), memory=64)
+    before = ticks(pair.serial('src'))
+    _prepared, accepted = pair.prepare_and_accept()
+    os.kill(accepted['pid'], signal.SIGSTOP)
+    stalled = pair.refused('src', {'phase': 'migrate', 'uri': accepted['uri'], 'stall_timeout': 1},
+                           'no progress for 1 s')
+    assert stalled['status'] in ('cancelled', 'failed') and stalled['source_run_state'] == 'running'
+    source = pair.ok('src', {'phase': 'status'})
+    assert source['kind'] == 'running' and source['migration_status'] == stalled['status']
+    target = pair.ok('dst', {'phase': 'status'})
+    assert target['kind'] == 'unknown' and target['incoming'] is True and 'is stopped' in target['error']
+
+    # No evidence, or evidence that the target may hold the whole guest: refused, untouched.
+    for peer in (None, dict(source, migration_status='completed'), dict(source, present='yes'),
+                 dict(source, run_state='postmigrate'), dict(source, busy=True)):
+        args = {'phase': 'finalize', 'success': False}
+        if peer is not None:
+            args['peer_status'] = peer
+        pair.refused('dst', args, 'refusing to kill it')
+        assert pair.pids('dst') == [accepted['pid']]
+    refused = pair.refused('dst', {'phase': 'recover', 'role': 'target', 'peer_status': dict(
+        source, migration_status='completed')}, 'cannot decide')
+    assert 'target copy is unknown' in refused['msg'] and pair.pids('dst') == [accepted['pid']]
+
+    # A silent copy that is the guest itself (not started with -incoming): never.
+    guest = pair.pids('src')[0]
+    os.kill(guest, signal.SIGSTOP)
+    try:
+        pair.refused('src', {'phase': 'finalize', 'success': False, 'peer_status': source},
+                     'not an unfinalized migration target')
+    finally:
+        os.kill(guest, signal.SIGCONT)
+
+    # recover on the same evidence (finalize's kill: test_migration_faults, through the role).
+    killed = pair.ok('dst', {'phase': 'recover', 'role': 'target', 'local_status': target, 'peer_status': source})
+    assert killed['decision'] == 'source' and 'never received the whole guest' in killed['reason'], killed
+    assert killed['actions'] == ['discard'] and killed['silent'] is True and killed['state'] == 'absent'
+    assert pair.pids('dst') == [] and pair.files('dst') == []
+    kept = pair.ok('src', {'phase': 'recover', 'role': 'source', 'local_status': source, 'peer_status': target})
+    assert kept['decision'] == 'source' and kept['actions'] == [] and kept['state'] == 'running', kept
+    assert pair.pids('src') == [guest]
+    assert_ticks_continue(before, pair.serial('src'), within_s=60)
+
+
 def test_a_target_that_cannot_take_the_guest_refuses_before_starting_anything(pair, guest_image):
     pair.start_guest(guest_image('normal'))
     prepared = pair.ok('src', {'phase': 'prepare'})

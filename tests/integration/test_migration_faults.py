@@ -23,6 +23,7 @@ QEMU of that instance on both nodes.
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -30,7 +31,7 @@ import types
 
 import pytest
 
-from tests.harness import VENV_BIN
+from tests.harness import REPO, VENV_BIN
 from tests.harness.ansible_run import AnsibleResult, ansible_env, run_adhoc
 from tests.harness.lab import lab_session
 from tests.harness.qemu_procs import qemu_processes_under, serial_lines, wait_until
@@ -48,6 +49,8 @@ PEER = {'kvm-a': 'kvm-b', 'kvm-b': 'kvm-a'}
 TICKS_PER_SECOND = 18.2
 PHASES = ('prepare', 'accept', 'migrate', 'finalize', 'confirm')
 PLAYBOOK_TIMEOUT = 240
+MIGRATE_BOOK = os.path.join(REPO, 'playbooks', 'migrate.yml')
+RECOVER_BOOK = os.path.join(REPO, 'playbooks', 'recover.yml')
 
 # A TCP listener for a lab host: binds ADDRESS (port chosen by the kernel),
 # prints the port, and exits by itself after LIFETIME seconds.
@@ -252,15 +255,29 @@ class Faults:
         self.procs.append(proc)
         return proc
 
+    def start_book(self, book, source, target, **role_vars):
+        """playbooks/migrate.yml or recover.yml (the hvops.kvm.migrate role) in
+        the background, as start_playbook."""
+        extra = dict({'instance': self.name, 'source': source, 'target': target}, **role_vars)
+        argv = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', self.lab.inventory, book, '-e', json.dumps(extra)]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=ansible_env(), start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def book(self, book, source, target, **role_vars):
+        return self.finish(self.start_book(book, source, target, **role_vars), wrap=RoleRun)
+
     @staticmethod
-    def finish(proc, timeout=PLAYBOOK_TIMEOUT):
+    def finish(proc, timeout=PLAYBOOK_TIMEOUT, wrap=None):
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
             raise AssertionError('ansible-playbook still ran after %s s:\n%s' % (timeout, stderr[-2000:])) from None
-        return Run(AnsibleResult(types.SimpleNamespace(returncode=proc.returncode, stdout=stdout, stderr=stderr)))
+        result = AnsibleResult(types.SimpleNamespace(returncode=proc.returncode, stdout=stdout, stderr=stderr))
+        return wrap(result) if wrap else Run(result)
 
     def playbook(self, plays):
         return self.finish(self.start_playbook(plays))
@@ -310,6 +327,32 @@ class Run:
                                          'status', 'reason', 'migration_status', 'busy')))
                      for key, data in self.by_task.items())
         return 'Run(rc=%d, %r, stderr=%r)' % (self.rc, shown, self.result.stderr[-2000:])
+
+
+class RoleRun:
+    """Results of one run of playbooks/migrate.yml or recover.yml (every task
+    runs on localhost, the phases delegated to their node)."""
+
+    def __init__(self, result):
+        self.result = result
+        self.rc = result.rc
+        self.tasks = result.tasks()
+
+    def task(self, prefix):
+        """The last result of the task whose name starts with prefix."""
+        found = [res for name, res in self.tasks if name.split(' : ', 1)[-1].startswith(prefix)]
+        assert found, (prefix, [name for name, _res in self.tasks])
+        return found[-1]
+
+    def fact(self, key):
+        found = [res['ansible_facts'][key] for _name, res in self.tasks if key in res.get('ansible_facts', {})]
+        assert found, self
+        return found[-1]
+
+    def __repr__(self):
+        keys = ('msg', 'failed', 'changed', 'actions', 'state', 'kind', 'status', 'skipped')
+        shown = [(name, dict((k, v) for k, v in res.items() if k in keys)) for name, res in self.tasks]
+        return 'RoleRun(rc=%d, %r, stderr=%r)' % (self.rc, shown, self.result.stderr[-2000:])
 
 
 def assert_recovered(run, source, target, keep):
@@ -544,3 +587,120 @@ def test_a_guest_dirtying_faster_than_the_bandwidth_converges_or_is_cancelled(fa
         outcome = 'converged in %s ms (%s passes, downtime %s ms)' % (
             migrated['stats']['total_time_ms'], migrated['stats']['passes'], migrated['stats']['downtime_ms'])
     print('\n16 MiB dirtied at 8 MiB/s with auto-converge: %s' % outcome)
+
+
+# -- frozen QEMUs, through the migrate role (playbooks/migrate.yml) ----------------------------------
+# Cleartext: the faults are those of the QEMUs, not of TLS (tests/integration/test_migration_tls.py).
+ROLE_VARS = {'migrate_tls': False, 'migrate_max_bandwidth_mib': 8, 'migrate_stall_timeout': 2,
+             'migrate_timeout': 120}
+
+
+def role_with_fault(faults, fault, **role_vars):
+    """A dirty guest on kvm-a; playbooks/migrate.yml to kvm-b, during which
+    fault(target pid) strikes a second after the incoming migration is under
+    way. (RoleRun, ticks before, the target QEMU's pid)."""
+    before = faults.start_guest('kvm-a', 'dirty', memory=64, dirty_mib=48)
+    proc = faults.start_book(MIGRATE_BOOK, 'kvm-a', 'kvm-b', **dict(ROLE_VARS, **role_vars))
+    wait_until(lambda: faults.target_migration_status('kvm-b') == 'active', 90, interval=0.1)
+    time.sleep(1.0)     # a second of memory over the link
+    pids = faults.pids('kvm-b')
+    assert proc.poll() is None and len(pids) == 1, pids
+    fault(pids[0])
+    return faults.finish(proc, wrap=RoleRun), before, pids[0]
+
+
+def test_frozen_target_is_removed_and_the_guest_runs_on_the_source(faults):
+    """The target QEMU SIGSTOPped mid-migration: its monitor is silent. The
+    stall detector cancels; the source's own evidence (its migration cancelled,
+    its copy running) lets the rollback kill the frozen incoming copy."""
+    struck = []
+
+    def freeze(pid):
+        os.kill(pid, signal.SIGSTOP)
+        struck.append(time.monotonic())
+
+    run, before, frozen = role_with_fault(faults, freeze)
+    took = time.monotonic() - struck[0]
+    result = run.fact('migrate_result')
+    assert run.rc != 0 and result['failed'] is True, run
+    message = result['message']
+    print('\n' + message)
+    assert 'no progress for 2 s' in message, message
+    assert result['rolled_back'] is True and result['runs_on'] == 'kvm-a', result
+    assert 'NOT resumed' not in message, message
+    rollback = run.task('Roll back on the target')
+    assert rollback['actions'] == ['kill'] and rollback['target_dead'] is True, rollback
+    assert 'the incoming copy on kvm-b, whose QEMU did not answer, was killed' in message, message
+    assert message.endswith('%s runs on kvm-a (pid %s).' % (faults.name, result['pid'])), message
+    faults.assert_only_on('kvm-a', before)
+    assert not os.path.exists('/proc/%d/cmdline' % frozen) or open('/proc/%d/cmdline' % frozen).read() == ''
+    print('\nfrozen target: the role ended %.1f s after the SIGSTOP: %s' % (took, message))
+
+
+def test_frozen_source_leaves_the_guest_on_the_source_once_it_continues(faults):
+    """The source QEMU SIGSTOPped mid-migration: the migrate phase's monitor
+    times out; the target, still receiving, is removed; the source cannot be
+    resumed while it is stopped, and the message says so. Continued, QEMU
+    fails its migration (the target is gone) and goes on with the guest;
+    recover then finds it running on the source and changes nothing."""
+    frozen = []
+
+    def freeze(_target_pid):
+        pid, = faults.pids('kvm-a')
+        os.kill(pid, signal.SIGSTOP)
+        frozen.append((pid, time.monotonic()))
+
+    run, before, _target = role_with_fault(faults, freeze)
+    source, struck = frozen[0]
+    took = time.monotonic() - struck
+    result = run.fact('migrate_result')
+    message = result['message']
+    print('\n' + message)
+    assert run.rc != 0 and result['failed'] is True and result['rolled_back'] is False, run
+    # Meanwhile: the target copy is gone, the guest runs nowhere (its QEMU is stopped), and the message says so.
+    # The migrate phase saw the source QEMU stopped; the status before the rollback too.
+    assert 'the source QEMU (pid %d) stopped answering during the migration' % source in message, message
+    assert 'kill the target QEMU' not in message, message
+    assert 'does not answer (QEMU pid %d is stopped' % source in message, message
+    assert result['runs_on'] is None and 'the guest runs nowhere until that QEMU answers again' in message
+    assert run.task('Roll back on the target')['target_dead'] is True
+    assert faults.pids('kvm-b') == [] and faults.files('kvm-b') == []
+    assert faults.pids('kvm-a') == [source] and open('/proc/%d/stat' % source).read().rsplit(')', 1)[1].split()[0] == 'T'
+
+    os.kill(source, signal.SIGCONT)
+    continued = time.monotonic()
+    wait_until(lambda: faults.query_migrate('kvm-a')['status'] in ('failed', 'cancelled'), 30, interval=0.05)
+    ended = time.monotonic() - continued
+    recovered = faults.book(RECOVER_BOOK, 'kvm-a', 'kvm-b')
+    assert recovered.rc == 0, recovered
+    outcome = recovered.fact('migrate_recover_result')
+    assert outcome['decision'] == 'source' and outcome['changed'] is False, outcome
+    assert outcome['hosts']['source']['kind'] == 'running' and outcome['hosts']['target']['kind'] == 'absent'
+    faults.assert_only_on('kvm-a', before, pid=source)
+    print('frozen source: the role ended %.1f s after the SIGSTOP; continued, QEMU ended its migration %.2f s'
+          ' later as %s' % (took, ended, faults.query_migrate('kvm-a')['status']))
+
+
+def test_target_host_rebooting_mid_migration_leaves_the_guest_on_the_source(faults):
+    """The target host reboots mid-migration, as far as the guest can tell:
+    every QEMU of its run_dir SIGKILLed, and the run_dir gone (a tmpfs, as
+    /run is). The migration fails, the guest runs on on the source, the
+    rollback finds nothing on the target and leaves nothing there."""
+    run_dir = faults.run_dir('kvm-b')
+
+    def reboot(_target_pid):
+        for pid, _argv in qemu_processes_under(run_dir):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not qemu_processes_under(run_dir), 10, interval=0.01)
+        shutil.rmtree(run_dir)
+
+    run, before, _target = role_with_fault(faults, reboot)
+    result = run.fact('migrate_result')
+    message = result['message']
+    print('\n' + message)
+    assert run.rc != 0 and result['failed'] is True, run
+    assert 'QEMU reports it failed' in message, message
+    assert result['rolled_back'] is True and result['runs_on'] == 'kvm-a', result
+    assert message.endswith('Rolled back: nothing was left on kvm-b, and %s runs on kvm-a (pid %s).'
+                            % (faults.name, result['pid'])), message
+    faults.assert_only_on('kvm-a', before, pid=result['pid'])

@@ -156,6 +156,43 @@ def test_a_rollback_that_could_not_remove_the_target_copy_says_so():
     assert 'Rollback stopped: removing the incoming copy on kvm2 failed (refusing to kill it)' in result['message']
 
 
+def test_a_silent_target_killed_on_the_sources_evidence_says_so():
+    result = failure(rollback_status=record(pid=100, migration_status='cancelled'),
+                     rollback_target={'changed': True, 'target_dead': True, 'silent': True, 'actions': ['kill']},
+                     rollback_source={'changed': False, 'pid': 100})
+    assert result['rolled_back'] is True and result['runs_on'] == 'kvm1' and result['pid'] == 100
+    assert result['message'].endswith('Rolled back: the incoming copy on kvm2, whose QEMU did not answer, was'
+                                      ' killed, and vm1 runs on kvm1 (pid 100).')
+    # Only a real true says so.
+    quiet = failure(rollback_target={'changed': True, 'target_dead': True, 'silent': 'yes'},
+                    rollback_source={'changed': False, 'pid': 100})
+    assert 'Rolled back: the incoming copy on kvm2 was removed' in quiet['message']
+
+
+def test_a_target_copy_left_behind_while_the_source_runs_says_where_the_guest_runs():
+    result = failure(rollback_status=record(pid=100, migration_status='cancelled'),
+                     rollback_target={'failed': True, 'msg': 'refusing to kill it'}, rollback_source={'skipped': True})
+    assert result['runs_on'] == 'kvm1' and result['pid'] == 100 and result['rolled_back'] is False
+    assert 'NOT resumed' not in result['message']
+    assert ('vm1 runs on kvm1 (pid 100), but removing the incoming copy on kvm2 failed (refusing to kill it):'
+            ' that copy, never resumed, is left there. Look at kvm2, then run the recover') in result['message']
+    # A paused or silent source, or a failed status: the old words, the guest may run nowhere.
+    for status in (record(pid=100, run_state='paused'), record(pid=100, run_state=None),
+                   {'failed': True, 'msg': 'unreachable'}, {'skipped': True}):
+        doubt = failure(rollback_status=status, rollback_target={'failed': True, 'msg': 'refusing'},
+                        rollback_source={'skipped': True})
+        assert doubt['runs_on'] is None and 'so the guest was NOT resumed on kvm1' in doubt['message'], status
+
+
+def test_a_silent_source_after_the_target_was_removed_says_the_guest_runs_nowhere_for_now():
+    result = failure(rollback_status=record(pid=100, run_state=None, state='unknown', error='QEMU pid 100 is stopped'),
+                     rollback_target={'changed': True, 'target_dead': True},
+                     rollback_source={'failed': True, 'msg': 'cannot tell what the copy here is'})
+    assert result['runs_on'] is None and result['rolled_back'] is False
+    assert ('The incoming copy on kvm2 is gone, but the copy on kvm1 does not answer (QEMU pid 100 is stopped),'
+            ' so it was not resumed: the guest runs nowhere until that QEMU answers again.') in result['message']
+
+
 def test_a_source_that_did_not_resume_says_so():
     result = failure(rollback_target={'changed': True, 'target_dead': True},
                      rollback_source={'failed': True, 'msg': 'cont refused'})

@@ -318,3 +318,59 @@ def test_decide_never_keeps_an_absent_or_partial_copy():
             if keep is not None:
                 kept = source if keep == 'source' else target
                 assert states.copy_kind(kept) in ('running', 'paused', 'incoming-complete'), (source, target)
+
+
+# -- a target copy whose monitor does not answer --------------------------------------------
+# The source's status after its migration ended unfinished, as the status phase writes it.
+KEPT = {'present': True, 'pid': 4242, 'run_state': 'running', 'incoming': False, 'busy': False,
+        'migration_status': 'cancelled', 'state': 'running', 'error': None, 'defined': True}
+# A frozen incoming QEMU here: identified, started with -incoming, its monitor silent.
+SILENT = {'present': True, 'pid': 77, 'run_state': None, 'incoming': True, 'busy': False,
+          'migration_status': None, 'state': 'unknown', 'error': 'QEMU pid 77 is stopped'}
+
+
+@pytest.mark.parametrize('source', [
+    KEPT, dict(KEPT, migration_status='failed'), dict(KEPT, run_state='paused', state='paused'),
+])
+def test_a_silent_target_may_be_killed_when_the_source_kept_the_guest(source):
+    allowed, why = recover.may_kill_silent_target(SILENT, source)
+    assert allowed is True and 'never received the whole guest' in why
+    assert recover.decide(source, SILENT)['keep'] == 'source'
+
+
+@pytest.mark.parametrize('source', [
+    None, 'cancelled', [KEPT], {},
+    # the source may have sent the whole guest, or its state is not known
+    dict(KEPT, migration_status='completed'), dict(KEPT, migration_status='active'),
+    dict(KEPT, migration_status=None), dict(KEPT, migration_status='Cancelled'),
+    dict(KEPT, migration_status=['cancelled']), dict(KEPT, migration_status={'cancelled': 1}),
+    dict(KEPT, run_state='postmigrate'), dict(KEPT, run_state=None), dict(KEPT, run_state='inmigrate'),
+    dict(KEPT, run_state=['running']), dict(KEPT, present=False), dict(KEPT, present='yes'),
+    dict(KEPT, present=1), dict(KEPT, busy=True), dict(KEPT, busy=None), dict(KEPT, busy='false'),
+    dict(KEPT, incoming=True), dict(KEPT, incoming=None), dict(KEPT, pid=None), dict(KEPT, pid=0),
+    dict(KEPT, pid=-1), dict(KEPT, pid=True), dict(KEPT, pid='4242'), dict(KEPT, pid=4242.0),
+    dict((key, value) for key, value in KEPT.items() if key != 'busy'),
+])
+def test_a_silent_target_is_never_killed_on_doubtful_evidence(source):
+    allowed, _why = recover.may_kill_silent_target(SILENT, source)
+    assert allowed is False
+    # recover decides nothing either: the target copy stays, for an operator to look at.
+    with pytest.raises(MigrationError, match='cannot decide'):
+        recover.decide(source, SILENT)
+
+
+@pytest.mark.parametrize('target', [
+    # a silent copy that is the guest (finalized, or never a migration target): never killed
+    dict(SILENT, incoming=False), dict(SILENT, incoming='true'), dict(SILENT, incoming=1),
+    # a copy that answers is not judged here (finalize and decide have their own rules)
+    dict(SILENT, run_state='paused', migration_status='completed'),
+    dict(SILENT, run_state='running'), dict(SILENT, present=False), dict(SILENT, busy=True),
+    None, 'unknown',
+])
+def test_only_a_silent_unfinalized_incoming_copy_qualifies(target):
+    assert recover.may_kill_silent_target(target, KEPT)[0] is False
+
+
+def test_a_silent_source_is_still_undecidable():
+    with pytest.raises(MigrationError, match='source copy is unknown'):
+        recover.decide(dict(KEPT, run_state=None, state='unknown'), WAITING)
