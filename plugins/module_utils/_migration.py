@@ -57,7 +57,8 @@ from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayou
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import instance_lock
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import requirements_of, target_problems
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_intake import checked_definition, checked_runtime
-from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import decide, may_kill_silent_target
+from ansible_collections.hvops.kvm.plugins.module_utils._migration_recover import (
+    decide, may_kill_silent_target, source_gone)
 from ansible_collections.hvops.kvm.plugins.module_utils._policy import checked_policy, mark, save_policy, stored_policy
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import (
     DEFAULTS, capabilities, check_options, listen_address, parameters, parse_port_range, parse_uri, tcp_uri)
@@ -408,6 +409,10 @@ class Migration:
         if not record['present'] and runtime is not None and not record['incoming']:
             raise MigrationError('the files here are those of a finalized instance, not of an incoming'
                                  ' migration; refusing to remove them', instance=self.name)
+        if record['kind'] == 'incoming-complete' and source_gone(self.params.get('peer_status')):
+            raise MigrationError('the incoming migration completed here and the source copy is gone (its'
+                                 ' status says so): this copy is the only one of the guest; refusing to kill'
+                                 ' it (finalize with success: true to run it here)', instance=self.name)
         actions = ['kill'] if record['present'] else ['clean'] if self.instance.leftovers() else []
         if not self.check_mode and actions:
             self.discard(remove_definition=False)

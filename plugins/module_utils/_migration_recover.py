@@ -63,6 +63,13 @@ def may_kill_silent_target(target, source):
     return True, why + ': the target never received the whole guest, and never ran it'
 
 
+def source_gone(source):
+    """Whether a status record of the source (peer_status) shows its copy gone:
+    then a target holding a completed incoming migration holds the only copy
+    of the guest. Only the exact value counts; no record is no evidence."""
+    return isinstance(source, dict) and source.get('present') is False
+
+
 def decide(source, target):
     """Which copy to keep after an interrupted migration: 'source', 'target'
     or None (the guest runs nowhere and none of its copies may be started).

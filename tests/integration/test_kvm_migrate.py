@@ -229,6 +229,27 @@ def test_a_frozen_target_is_killed_only_on_the_sources_evidence(pair, guest_imag
     assert_ticks_continue(before, pair.serial('src'), within_s=60)
 
 
+def test_a_complete_target_is_not_killed_when_the_source_copy_is_gone(pair, guest_image):
+    """The migration completed, then the source copy died before finalize: the
+    target holds the only copy of the guest, and a rollback must not kill it."""
+    pair.start_guest(guest_image('normal'))
+    _prepared, accepted = pair.prepare_and_accept()
+    migrated = pair.ok('src', {'phase': 'migrate', 'uri': accepted['uri']})
+    assert migrated['status'] == 'completed', migrated
+    for pid in pair.pids('src'):
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: pair.pids('src') == [], 10)
+    gone = pair.ok('src', {'phase': 'status'})
+    assert gone['present'] is False, gone
+    refused = pair.refused('dst', {'phase': 'finalize', 'success': False, 'peer_status': gone},
+                           'this copy is the only one of the guest; refusing to kill it')
+    assert 'target_dead' not in refused
+    assert pair.pids('dst') == [accepted['pid']]
+    finalized = pair.ok('dst', {'phase': 'finalize', 'success': True})
+    assert finalized['state'] == 'running' and pair.pids('dst') == [accepted['pid']]
+    ticks(pair.serial('dst'))
+
+
 def test_a_target_that_cannot_take_the_guest_refuses_before_starting_anything(pair, guest_image):
     pair.start_guest(guest_image('normal'))
     prepared = pair.ok('src', {'phase': 'prepare'})

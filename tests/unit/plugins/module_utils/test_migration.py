@@ -374,3 +374,16 @@ def test_only_a_silent_unfinalized_incoming_copy_qualifies(target):
 def test_a_silent_source_is_still_undecidable():
     with pytest.raises(MigrationError, match='source copy is unknown'):
         recover.decide(dict(KEPT, run_state=None, state='unknown'), WAITING)
+
+
+@pytest.mark.parametrize('source, gone', [
+    ({'present': False, 'state': 'stopped'}, True),
+    ({'present': True, 'run_state': 'postmigrate'}, False),
+    ({'present': 'false'}, False),
+    ({'present': 0}, False),
+    ({}, False),
+    (None, False),
+    (['present', False], False),
+])
+def test_only_an_exact_absent_source_makes_a_complete_target_the_only_copy(source, gone):
+    assert recover.source_gone(source) is gone
