@@ -35,7 +35,7 @@ import threading
 import time
 
 from bench import common
-from bench.common import BarChart, Samples, Settler, Table, fmt, fmt_summary
+from bench.common import BarChart, Samples, Settler, Table, fmt_summary
 
 NAME = 'maintain'
 TITLE = 'Rolling maintenance (playbooks/maintain.yml), three simulated nodes'
@@ -163,7 +163,7 @@ def measure_pauses(results, followers, rnd, pauses):
     for name, follower in followers.items():
         outside = [g[2] for g in gaps(follower.ticks)
                    if not any(g[1] >= w[0] and g[0] <= w[1] for w in spans.get(name, []))]
-        floor[name] = max(max(outside), 0.0) * 1000 if outside else None
+        floor[name] = max(outside + [0.0]) * 1000 if outside else None
     return floor
 
 

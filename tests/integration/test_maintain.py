@@ -95,10 +95,11 @@ def assert_ticks_go_on(fleet, before, where, within_s=600):
     return after
 
 
-def where_lines(where, homes=HOMES):
+def where_lines(where):
+    """The report's line for each guest of where ({name: (host, pid)}), its node HOMES[name]."""
     lines = []
     for name, (host, pid) in sorted(where.items()):
-        place = ', its node' if host == homes[name] else ', away from %s' % homes[name]
+        place = ', its node' if host == HOMES[name] else ', away from %s' % HOMES[name]
         lines.append('%s: running on %s (pid %d)%s' % (name, host, pid, place))
     return lines
 
