@@ -138,24 +138,20 @@ class NodeLayout:
                                  ' hvops.kvm.kvm_node role makes it)' % (qemu_user.name, pid_dir))
 
     def verify(self, qemu_user=None):
-        """Refuse a run_dir (or a parent) that another user could swap or
-        fill: checked before anything in it is read and acted on. pid/ may
-        belong to the QEMU user (``qemu_user``)."""
-        check_parents(os.path.dirname(self.run_dir), 'run_dir')
-        if os.path.lexists(self.run_dir):
-            check_own_dir(self.run_dir, 'run_dir')
-            for sub in SUBDIRS:
-                path = self.subdir(sub)
+        """Refuse a run_dir or state_dir (or a parent) that another user could
+        swap or fill: checked before anything in it is read and acted on.
+        run_dir/pid may belong to the QEMU user (``qemu_user``)."""
+        qemu_uid = qemu_user.uid if qemu_user is not None else None
+        for top, what, subdirs in ((self.run_dir, 'run_dir', SUBDIRS), (self.state_dir, 'state_dir', STATE_SUBDIRS)):
+            check_parents(os.path.dirname(top), what)
+            if not os.path.lexists(top):
+                continue
+            check_own_dir(top, what)
+            for sub in subdirs:
+                path = os.path.join(top, sub)
                 if os.path.lexists(path):
-                    other = qemu_user.uid if sub == 'pid' and qemu_user is not None else None
-                    check_own_dir(path, 'run_dir/%s' % sub, other_owner=other)
-        check_parents(os.path.dirname(self.state_dir), 'state_dir')
-        if os.path.lexists(self.state_dir):
-            check_own_dir(self.state_dir, 'state_dir')
-            for sub in STATE_SUBDIRS:
-                path = self.state_subdir(sub)
-                if os.path.lexists(path):
-                    check_own_dir(path, 'state_dir/%s' % sub)
+                    other = qemu_uid if (what, sub) == ('run_dir', 'pid') else None
+                    check_own_dir(path, '%s/%s' % (what, sub), other_owner=other)
 
     def exists(self):
         return os.path.isdir(self.run_dir)

@@ -52,7 +52,6 @@ from ansible_collections.hvops.kvm.plugins.module_utils._proc import available_k
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS, lookup
 from ansible_collections.hvops.kvm.plugins.module_utils._reconcile import run_task
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
-from ansible_collections.hvops.kvm.plugins.module_utils._states import LIVE
 
 
 def run_argv(argv):
@@ -210,7 +209,7 @@ def summary(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='hvops-kvm-guests', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='hvops-kvm-guests', description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('action', choices=('boot', 'shutdown'))
     parser.add_argument('--run-dir', default=DEFAULT_RUN_DIR)
     parser.add_argument('--state-dir', default=DEFAULT_STATE_DIR)
@@ -245,4 +244,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -277,8 +277,8 @@ options:
         the source copy running or paused with its migration C(cancelled) or C(failed),
         so that the target never received the whole guest; every value must be
         exactly what C(status) returns. A copy here that holds a completed incoming
-        migration is not killed when this shows the source copy gone (C(present)
-        false): it is then the only copy of the guest.
+        migration is not killed when this shows the source copy gone (C(present) is
+        false), since it is then the only copy of the guest.
     type: dict
   local_status:
     description:

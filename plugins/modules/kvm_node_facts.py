@@ -324,7 +324,7 @@ ansible_facts:
                   waiting for or receiving a guest); C(migrating) (an outgoing migration is
                   under way, or QEMU is finishing one); C(migrated) (the guest has moved
                   away, its QEMU still lives); C(shutdown) (the guest powered off and QEMU
-                  stays); C(crashed) (QEMU died without being stopped: its pidfile is left; or
+                  stays); C(crashed) (QEMU died without being stopped, leaving its pidfile; or
                   the guest was running when the node went down without stopping it); C(stopped)
                   (defined, not running); C(unknown) (QEMU lives but
                   its monitor did not answer, or its files cannot be read - see C(error)).

@@ -22,7 +22,6 @@ import time
 
 import pytest
 
-from tests.harness import REPO
 from tests.harness.ansible_run import run_adhoc, run_playbook, write_playbook
 from tests.harness.qemu_procs import qemu_processes_under, ticks, wait_until
 from tests.harness.system import reachable_dir, require_binary
