@@ -61,7 +61,8 @@ class Fleet(LocalNodes):
         entries = {}
         for host, node in self.nodes.items():
             entries[host] = {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
-                             'kvm_run_dir': node.run_dir, 'kvm_migration_address': '127.0.0.1',
+                             'kvm_run_dir': node.run_dir, 'kvm_state_dir': node.state_dir,
+                             'kvm_migration_address': '127.0.0.1',
                              'kvm_tls_dir': self.tls_dir(host)}
             if host in (limits or {}):
                 entries[host]['kvm_memory_limit_mb'] = limits[host]
@@ -71,11 +72,13 @@ class Fleet(LocalNodes):
     def start_guests(self, guests):
         """guests: {name: (host, image, memory_mb)}, started under TCG in one playbook run."""
         items = [{'name': name, 'host': spec[0], 'disk': spec[1], 'memory': spec[2],
-                  'run_dir': self.run_dir(spec[0])} for name, spec in sorted(guests.items())]
+                  'run_dir': self.run_dir(spec[0]), 'state_dir': self.state_dir(spec[0])}
+                 for name, spec in sorted(guests.items())]
         book = write_playbook(os.path.join(self.base, 'start.yml'), hosts='localhost', tasks=[{
             'name': 'start the guests',
             'hvops.kvm.kvm_instance': {
-                'name': '{{ item.name }}', 'run_dir': '{{ item.run_dir }}', 'memory': '{{ item.memory }}',
+                'name': '{{ item.name }}', 'run_dir': '{{ item.run_dir }}', 'state_dir': '{{ item.state_dir }}',
+                'memory': '{{ item.memory }}',
                 'accel': 'tcg', 'machine': 'pc', 'state': 'started',
                 'disks': [{'path': '{{ item.disk }}', 'interface': 'ide'}]},
             'delegate_to': '{{ item.host }}',
@@ -110,7 +113,8 @@ class Fleet(LocalNodes):
 # every guest away), then removes the run_dir, as a tmpfs is at boot.
 SIMULATED_REBOOT = [
     {'name': 'Look for guests a reboot would kill',
-     'hvops.kvm.kvm_node_facts': {'run_dir': '{{ kvm_run_dir }}', 'gather_subset': ['instances']},
+     'hvops.kvm.kvm_node_facts': {'run_dir': '{{ kvm_run_dir }}', 'state_dir': '{{ kvm_state_dir }}',
+                                  'gather_subset': ['instances']},
      'register': 'simulated_reboot_seen'},
     {'name': 'Refuse to reboot a node that still runs a guest',
      'ansible.builtin.assert': {
