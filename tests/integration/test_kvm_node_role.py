@@ -121,14 +121,14 @@ def test_second_run_changes_nothing_and_check_mode_touches_nothing(play, tmp_pat
     assert stats(checked)['changed'] == 0
 
 
-def test_a_loose_state_directory_is_tightened(play, tmp_path):
+def test_a_loose_runtime_directory_is_tightened(play, tmp_path):
     inventory, book = play()
     run_dir = tmp_path / 'run'
     run_dir.mkdir(mode=0o755)
     os.chmod(str(run_dir), 0o755)
     result = run_playbook(inventory, book)
     assert result.rc == 0, result
-    assert task(result, 'Create the state directory')['changed'] is True
+    assert task(result, 'Create the runtime directory')['changed'] is True
     assert os.stat(str(run_dir)).st_mode & 0o777 == 0o711
 
 
@@ -143,7 +143,7 @@ def test_a_missing_bridge_fails_clearly(play, tmp_path):
     assert 'does not create them' in message
     names = [name for name, _res in result.tasks()]
     assert not any(name.endswith("Gather the node's KVM facts") for name in names), 'went on after the failure'
-    assert stats(result)['changed'] == 1, 'only the state directory was made'
+    assert stats(result)['changed'] == 2, 'only the runtime and state directories were made'
 
 
 def test_an_existing_bridge_passes(play):
@@ -445,7 +445,7 @@ def test_tls_false_makes_no_tls_directory(play, tls):
     inventory, book = play(kvm_node_tls=False)
     result = run_playbook(inventory, book)
     assert result.rc == 0, result
-    assert stats(result)['changed'] == 1, 'only the state directory'
+    assert stats(result)['changed'] == 2, 'only the runtime and state directories'
     assert not os.path.exists(str(tls_dir.parent)) and not os.path.exists(str(ca_dir))
     assert task(result, 'Set up the TLS credentials for live migration').get('skipped') is True
     names = [name for name, _res in result.tasks()]
