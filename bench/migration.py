@@ -163,7 +163,8 @@ class Lab:
         extra = []
         if random:
             extra = ['-object', 'memory-backend-ram,id=ram0,size=%dM' % memory, '-machine', 'memory-backend=ram0']
-        params = {'name': GUEST, 'run_dir': self.run_dirs[host], 'state': 'started', 'memory': memory,
+        params = {'name': GUEST, 'run_dir': self.run_dirs[host], 'state_dir': self.run_dirs[host] + '-state',
+                  'state': 'started', 'memory': memory,
                   'accel': 'tcg', 'machine': 'pc', 'serial_console': True, 'extra_args': extra,
                   'disks': [{'path': self.disk(variant, dirty_mib), 'interface': 'ide'}],
                   'monitor_timeout': 10.0, 'lock_timeout': 60, 'stop_mode': 'kill', 'force': True,

@@ -11,6 +11,9 @@ harness (tests/harness/).
 * kvm_usable: skips (fails under CI=true) unless /dev/kvm can be used.
 * lab: the two-host lab of tools/lab.py for the whole session (harness.lab).
 * lab_guest: the test guest's disk where both lab hosts see it.
+* machine_state_dir_untouched (autouse): a test that leaves files in this
+  machine's own state_dir (/var/lib/hvops-kvm: a module given a run_dir but
+  no state_dir) fails.
 """
 import os
 import shutil
@@ -25,6 +28,24 @@ from tests.harness.nodes import LocalNode
 from tests.harness.qemu_procs import qemu_processes_under, wait_until
 from tests.harness.raw_qemu import RawQemu
 from tests.harness.system import give_to_qemu, reachable_dir, require_binary, require_kvm
+
+from ansible_collections.hvops.kvm.plugins.module_utils._layout import DEFAULT_STATE_DIR
+
+
+@pytest.fixture(autouse=True)
+def machine_state_dir_untouched():
+    """Simulated nodes each have a state_dir of their own: none may write the
+    machine's default one."""
+    guests = os.path.join(DEFAULT_STATE_DIR, 'guests')
+
+    def files():
+        if not os.path.isdir(guests):
+            return {}
+        return dict((name, os.lstat(os.path.join(guests, name)).st_mtime_ns) for name in os.listdir(guests))
+    before = files()
+    yield
+    written = sorted(name for name, mtime in files().items() if before.get(name) != mtime)
+    assert not written, 'the test wrote %s in %s (give its modules a state_dir)' % (', '.join(written), guests)
 
 
 @pytest.fixture

@@ -101,7 +101,8 @@ class Cluster(LocalNodes):
         book = write_playbook(os.path.join(self.base, 'start.yml'), hosts='kvm1', tasks=[{
             'name': 'start the guests',
             'hvops.kvm.kvm_instance': {
-                'name': '{{ item.name }}', 'run_dir': self.run_dir('kvm1'), 'memory': '{{ item.memory }}',
+                'name': '{{ item.name }}', 'run_dir': self.run_dir('kvm1'), 'state_dir': self.state_dir('kvm1'),
+                'memory': '{{ item.memory }}',
                 'accel': 'tcg', 'machine': 'pc', 'state': '{{ item.state }}',
                 'disks': [{'path': '{{ item.disk }}', 'interface': 'ide'}]},
             'loop': items}])

@@ -169,7 +169,7 @@ def test_two_concurrent_runs_are_serialised(node, guest_image):
 
 
 def test_playbook_run_and_diff_only_under_diff(node, guest_image, tmp_path):
-    task = {'name': 'guest', MODULE: spec_for(node, guest_image('normal'), state='started'),
+    task = {'name': 'guest', MODULE: spec_for(node, guest_image('normal'), state='started', state_dir=node.state_dir),
             'register': 'guest'}
     book = write_playbook(str(tmp_path / 'play.yml'), [task])
     plain = run_playbook(node.inventory, book)
