@@ -554,7 +554,10 @@ def test_migrate_phase_killed_leaves_a_migration_that_recover_cancels(faults):
     assert on_source['actions'] == ['cancel'] and on_source['state'] == 'running', on_source
     # The cancelled migration ended the target's QEMU: only its files were left.
     assert on_target['actions'] == ['discard'] and on_target['kind'] == 'absent', on_target
-    assert faults.query_migrate('kvm-a')['status'] == 'cancelled'
+    # QEMU says cancelled, or failed when the target's end of the stream closed
+    # before the cancel had torn it down (a race inside QEMU): either way it
+    # ended without completing, and nothing watches it any more.
+    assert faults.query_migrate('kvm-a')['status'] in ('cancelled', 'failed')
     faults.assert_only_on('kvm-a', before)
 
 
