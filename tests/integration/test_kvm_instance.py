@@ -19,7 +19,8 @@ MODULE = 'hvops.kvm.kvm_instance'
 
 
 def spec_for(node, image, **extra):
-    args = {'name': 'vm1', 'run_dir': node.run_dir, 'memory': 32, 'accel': 'tcg', 'machine': 'pc',
+    args = {'name': 'vm1', 'run_dir': node.run_dir, 'state_dir': node.state_dir, 'memory': 32, 'accel': 'tcg',
+            'machine': 'pc',
             'disks': [{'path': image, 'interface': 'ide'}]}
     args.update(extra)
     return args
@@ -169,7 +170,7 @@ def test_two_concurrent_runs_are_serialised(node, guest_image):
 
 
 def test_playbook_run_and_diff_only_under_diff(node, guest_image, tmp_path):
-    task = {'name': 'guest', MODULE: spec_for(node, guest_image('normal'), state='started', state_dir=node.state_dir),
+    task = {'name': 'guest', MODULE: spec_for(node, guest_image('normal'), state='started'),
             'register': 'guest'}
     book = write_playbook(str(tmp_path / 'play.yml'), [task])
     plain = run_playbook(node.inventory, book)
