@@ -11,43 +11,13 @@ placement is deterministic (every node shares this machine's memory).
 """
 import json
 import os
-import random
 import sys
 
 from tests.harness.ansible_run import run_playbook, write_playbook
-from tests.harness.nodes import LocalNodes
+from tests.harness.nodes import LocalNodes, free_port_range
 from tests.harness.qemu_procs import qemu_processes_under
 
 HOSTS = ('kvm1', 'kvm2', 'kvm3')
-PORTS = 16
-
-
-def tcp_ports_in_use(low, high):
-    used = set()
-    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
-        try:
-            with open(table) as handle:
-                rows = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            for address in fields[1:3]:
-                port = int(address.rsplit(':', 1)[1], 16)
-                if low <= port <= high and fields[3] != '06':
-                    used.add(port)
-    return used
-
-
-def free_port_range(size=PORTS):
-    """low, high of size ports no socket of this machine uses (the roles'
-    default range is left to other runs at the same time)."""
-    for _attempt in range(50):
-        low = random.randrange(48000, 56000, size)
-        if not tcp_ports_in_use(low, low + size - 1):
-            return low, low + size - 1
-    raise AssertionError('no free port range found')
-
 
 class Fleet(LocalNodes):
     """kvm1, kvm2 and kvm3 on this machine, in one inventory (self.inventory)."""
@@ -55,7 +25,7 @@ class Fleet(LocalNodes):
     def __init__(self, limits=None, hosts=HOSTS):
         super().__init__(hosts)
         self.hosts = tuple(hosts)
-        self.ports = free_port_range()
+        self.ports = free_port_range(start=48000, stop=56000)
         self.base = self.nodes[self.hosts[0]].base
         self.inventory = os.path.join(self.base, 'fleet.yml')
         entries = {}
@@ -70,8 +40,10 @@ class Fleet(LocalNodes):
             json.dump({'kvm_nodes': {'hosts': entries}}, handle, indent=1)    # JSON is YAML
 
     def start_guests(self, guests):
-        """guests: {name: (host, image, memory_mb)}, started under TCG in one playbook run."""
+        """guests: {name: (host, image, memory_mb[, state])}, started (or in the
+        state given) under TCG in one playbook run; where they run then."""
         items = [{'name': name, 'host': spec[0], 'disk': spec[1], 'memory': spec[2],
+                  'state': (spec[3:] or ('started',))[0],
                   'run_dir': self.run_dir(spec[0]), 'state_dir': self.state_dir(spec[0])}
                  for name, spec in sorted(guests.items())]
         book = write_playbook(os.path.join(self.base, 'start.yml'), hosts='localhost', tasks=[{
@@ -79,7 +51,7 @@ class Fleet(LocalNodes):
             'hvops.kvm.kvm_instance': {
                 'name': '{{ item.name }}', 'run_dir': '{{ item.run_dir }}', 'state_dir': '{{ item.state_dir }}',
                 'memory': '{{ item.memory }}',
-                'accel': 'tcg', 'machine': 'pc', 'state': 'started',
+                'accel': 'tcg', 'machine': 'pc', 'state': '{{ item.state }}',
                 'disks': [{'path': '{{ item.disk }}', 'interface': 'ide'}]},
             'delegate_to': '{{ item.host }}',
             'loop': items}])

@@ -2,6 +2,7 @@
 connection. Pair: hosts src and dst with a guest's disk both see."""
 import atexit
 import os
+import random
 import shutil
 import socket
 import sys
@@ -153,6 +154,38 @@ class Pair(LocalNodes):
 
     def serial(self, host):
         return os.path.join(self.run_dir(host), 'ctrl', 'vm1.serial')
+
+
+PORT_RANGE_SIZE = 16
+
+
+def tcp_ports_in_use(low, high):
+    """Ports in low..high that a TCP socket of this network namespace uses
+    (locally or as its peer), TIME_WAIT aside."""
+    used = set()
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            for address in fields[1:3]:
+                port = int(address.rsplit(':', 1)[1], 16)
+                if low <= port <= high and fields[3] != '06':
+                    used.add(port)
+    return used
+
+
+def free_port_range(size=PORT_RANGE_SIZE, start=40000, stop=48000):
+    """low, high of size ports from start..stop that no socket of this machine
+    uses (the roles' default range is left to other runs at the same time)."""
+    for _attempt in range(50):
+        low = random.randrange(start, stop, size)
+        if not tcp_ports_in_use(low, low + size - 1):
+            return low, low + size - 1
+    raise AssertionError('no free port range found')
 
 
 def free_port():

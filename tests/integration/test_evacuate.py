@@ -15,23 +15,19 @@ the target with the most left: 64 -> kvm2 (400), 48 -> kvm3 (360 > 208),
 Every QEMU a test starts lives under one of the run_dirs and is killed at
 teardown.
 """
-import json
 import os
-import random
-import sys
 
 import pytest
 
 from tests.harness import REPO
-from tests.harness.ansible_run import run_playbook, write_playbook
-from tests.harness.nodes import LocalNodes
+from tests.harness.ansible_run import run_playbook
+from tests.harness.fleet import Fleet
 from tests.harness.qemu_procs import qemu_processes_under, serial_lines
 from tests.harness.system import require_binary
 
 EVACUATE_BOOK = os.path.join(REPO, 'playbooks', 'evacuate.yml')
 HOSTS = ('kvm1', 'kvm2', 'kvm3')
 LIMITS = {'kvm2': 400, 'kvm3': 360}
-PORTS = 16
 TICKS_PER_SECOND = 18.2
 
 
@@ -41,33 +37,6 @@ def tools():
         require_binary(program)
 
 
-def tcp_ports_in_use(low, high):
-    used = set()
-    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
-        try:
-            with open(table) as handle:
-                rows = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            for address in fields[1:3]:
-                port = int(address.rsplit(':', 1)[1], 16)
-                if low <= port <= high and fields[3] != '06':
-                    used.add(port)
-    return used
-
-
-def free_port_range():
-    """low, high of PORTS ports no socket of this machine uses (the default
-    range is left to other tests running at the same time)."""
-    for _attempt in range(50):
-        low = random.randrange(40000, 48000, PORTS)
-        if not tcp_ports_in_use(low, low + PORTS - 1):
-            return low, low + PORTS - 1
-    raise AssertionError('no free port range found')
-
-
 def ticks(path, count=3):
     lines = serial_lines(path, count=count + 2)
     numbers = [int(line.split()[1]) for line in lines if line.startswith('tick ')]
@@ -75,58 +44,21 @@ def ticks(path, count=3):
     return numbers
 
 
-class Cluster(LocalNodes):
-    """kvm1, kvm2 and kvm3 on this machine, each with its own run_dir."""
+class Cluster(Fleet):
+    """kvm1, kvm2 and kvm3 on this machine (tests.harness.fleet), the targets
+    with the memory limits of LIMITS; guests start on kvm1."""
 
     def __init__(self):
-        super().__init__(HOSTS)
-        self.ports = free_port_range()
-        self.base = self.nodes['kvm1'].base
-        self.inventory = os.path.join(self.base, 'inventory.yml')
-        hosts = {}
-        for host, node in self.nodes.items():
-            hosts[host] = {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
-                           'kvm_run_dir': node.run_dir, 'kvm_state_dir': node.state_dir,
-                           'kvm_migration_address': '127.0.0.1', 'kvm_tls_dir': self.tls_dir(host)}
-            if host in LIMITS:
-                hosts[host]['kvm_memory_limit_mb'] = LIMITS[host]
-        with open(self.inventory, 'w') as handle:
-            json.dump({'kvm_nodes': {'hosts': hosts}}, handle, indent=1)    # JSON is YAML
+        super().__init__(limits=LIMITS)
 
     def start_guests(self, guests):
-        """guests: {name: (image, memory_mb[, state])}, started (or in the state given) on kvm1
-        in one playbook run."""
-        items = [{'name': name, 'memory': spec[1], 'disk': spec[0], 'state': (spec[2:] or ('started',))[0]}
-                 for name, spec in sorted(guests.items())]
-        book = write_playbook(os.path.join(self.base, 'start.yml'), hosts='kvm1', tasks=[{
-            'name': 'start the guests',
-            'hvops.kvm.kvm_instance': {
-                'name': '{{ item.name }}', 'run_dir': self.run_dir('kvm1'), 'state_dir': self.state_dir('kvm1'),
-                'memory': '{{ item.memory }}',
-                'accel': 'tcg', 'machine': 'pc', 'state': '{{ item.state }}',
-                'disks': [{'path': '{{ item.disk }}', 'interface': 'ide'}]},
-            'loop': items}])
-        done = run_playbook(self.inventory, book)
-        assert done.rc == 0, done
-        return self.where()
+        """guests: {name: (image, memory_mb[, state])}, on kvm1 (Fleet.start_guests)."""
+        return super().start_guests(dict((name, ('kvm1',) + tuple(spec)) for name, spec in guests.items()))
 
     def evacuate(self, check=False, **extra):
         extra_vars = {'node': 'kvm1', 'migrate_ports': '%d-%d' % self.ports}
         extra_vars.update(extra)
         return run_playbook(self.inventory, EVACUATE_BOOK, check=check, extra_vars=extra_vars)
-
-    def where(self):
-        """{instance: (host, pid)} of every live QEMU under the run_dirs."""
-        found = {}
-        for host in HOSTS:
-            for pid, argv in qemu_processes_under(self.run_dir(host)):
-                name = os.path.basename(argv[argv.index('-pidfile') + 1])[:-len('.pid')]
-                assert name not in found, 'two copies of %s: %s and %s' % (name, found[name], (host, pid))
-                found[name] = (host, pid)
-        return found
-
-    def serial(self, host, name):
-        return os.path.join(self.run_dir(host), 'ctrl', name + '.serial')
 
 
 @pytest.fixture

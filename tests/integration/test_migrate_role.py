@@ -14,7 +14,6 @@ teardown (stopped ones are continued first).
 """
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -27,7 +26,7 @@ import pytest
 from tests.harness import REPO
 from tests.harness.ansible_run import run_adhoc, run_playbook
 from tests.harness.lab import inventory_with_tls
-from tests.harness.nodes import LocalNodes
+from tests.harness.nodes import LocalNodes, free_port_range
 from tests.harness.qemu_procs import assert_ticks_continue, qemu_processes_under, ticks, wait_until
 from tests.harness.system import give_to_qemu, require_binary
 from tests.harness.tls_pki import Pki
@@ -41,7 +40,6 @@ MIGRATE_BOOK = os.path.join(REPO, 'playbooks', 'migrate.yml')
 RECOVER_BOOK = os.path.join(REPO, 'playbooks', 'recover.yml')
 NAME = 'vm1'
 HOSTS = ('kvm1', 'kvm2')
-PORTS = 16
 STAT_KEYS = ('total_time_ms', 'downtime_ms', 'setup_time_ms', 'transferred_bytes', 'throughput_mbps',
              'average_mib_s', 'passes')
 
@@ -107,16 +105,6 @@ def processes_mentioning(text):
         if any(text in word for word in argv):
             found.append((int(entry), argv))
     return found
-
-
-def free_port_range():
-    """low, high of PORTS ports no socket of this machine uses (the default range
-    is left to other tests running at the same time)."""
-    for _attempt in range(50):
-        low = random.randrange(40000, 48000, PORTS)
-        if not tcp_sockets(low, low + PORTS - 1):
-            return low, low + PORTS - 1
-    raise AssertionError('no free port range found')
 
 
 # -- playbook results ----------------------------------------------------------------------

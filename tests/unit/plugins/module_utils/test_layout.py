@@ -149,3 +149,56 @@ def test_defined_names_reads_conf(tmp_path):
     for entry in ('b.json', 'a.runtime', 'a.json', '.x.json.tmp', 'c.vncpass', 'junk.txt'):
         (tmp_path / 'conf' / entry).write_text('{}')
     assert layout.defined_names() == ['a', 'b']
+
+
+# -- state_dir: the same rules as run_dir, and what collection 0.1 left -------------
+@pytest.mark.parametrize('state_dir, words', [
+    ('relative/state', 'state_dir must be an absolute path'),
+    ('/', 'state_dir must not be /'),
+    ('/var/lib/x,y=z', 'state_dir'),
+])
+def test_a_state_dir_that_is_not_a_plain_absolute_path_is_refused(tmp_path, state_dir, words):
+    with pytest.raises(ValidationError) as caught:
+        NodeLayout(str(tmp_path / 'run'), state_dir)
+    assert words in caught.value.msg
+
+
+def test_a_loose_symlinked_or_foreign_state_dir_is_refused_before_run_dir_is_made(tmp_path):
+    run_dir = str(tmp_path / 'run')
+    loose = tmp_path / 'loose'
+    loose.mkdir()
+    os.chmod(str(loose), 0o777)
+    real = tmp_path / 'real'
+    real.mkdir(mode=0o700)
+    link = tmp_path / 'link'
+    link.symlink_to(real)
+    theirs = tmp_path / 'theirs'
+    theirs.mkdir(mode=0o700)
+    os.chown(str(theirs), 65534, 65534)
+    for state_dir, words in ((loose, 'writable by its group or by others'), (link, 'symbolic link'),
+                             (theirs, 'owned by uid 65534')):
+        with pytest.raises(StateError, match=words):
+            NodeLayout(run_dir, str(state_dir)).ensure()
+        assert not os.path.exists(run_dir), 'run_dir was made although state_dir was refused'
+    assert os.listdir(str(loose)) == [] and os.listdir(str(real)) == []
+    assert stat.S_IMODE(os.stat(str(loose)).st_mode) == 0o777
+
+
+def test_take_over_moves_0_1_definitions_and_refuses_a_symlink_planted_in_conf(tmp_path):
+    layout = NodeLayout(str(tmp_path / 'run'), str(tmp_path / 'state'))
+    layout.ensure()
+    conf = layout.subdir('conf')
+    with open(os.path.join(conf, 'old.json'), 'w') as handle:
+        handle.write('{"memory": 32}')
+    with open(os.path.join(conf, 'old.vncpass'), 'w') as handle:
+        handle.write('pw\n')
+    assert layout.take_over() == ['old']
+    guests = layout.state_subdir('guests')
+    assert sorted(os.listdir(guests)) == ['old.json', 'old.vncpass']
+    assert stat.S_IMODE(os.stat(os.path.join(guests, 'old.vncpass')).st_mode) == 0o600
+    assert os.listdir(conf) == []
+    # A link to a file the node must not copy (say /etc/shadow) is not followed.
+    os.symlink('/etc/shadow', os.path.join(conf, 'evil.json'))
+    with pytest.raises(StateError, match='not a regular file'):
+        layout.take_over()
+    assert not os.path.exists(os.path.join(guests, 'evil.json'))

@@ -88,3 +88,27 @@ def test_qemu_starts_in_a_scope_of_its_own_only_where_systemd_runs(monkeypatch):
     unit = [word for word in scoped if word.startswith('--unit=')][0]
     assert unit.startswith('--unit=hvops-kvm-vm1-') and unit != [
         word for word in _launch.scope_argv(argv, 'vm1', '/run/other') if word.startswith('--unit=')][0]
+
+
+def test_a_damaged_or_hostile_policy_or_last_file_is_a_clear_error_or_no_evidence(tmp_path):
+    from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError
+    from ansible_collections.hvops.kvm.plugins.module_utils._layout import NodeLayout
+    from ansible_collections.hvops.kvm.plugins.module_utils._policy import load_last, stored_policy
+
+    layout = NodeLayout(str(tmp_path / 'run'), str(tmp_path / 'state'))
+    layout.ensure()
+    paths = layout.paths('vm1')
+    for content, error, words in (('{"autostart": true,', StateError, 'damaged'),
+                                  ('[true]', StateError, 'not in a format'),
+                                  ('{"autostart": "yes"}', ValidationError, 'autostart must be true or false'),
+                                  ('{"run_as": "root"}', ValidationError, 'unknown keys')):
+        with open(paths.policy, 'w') as handle:
+            handle.write(content)
+        with pytest.raises(error) as caught:
+            stored_policy(paths, 'vm1')
+        assert words in caught.value.msg
+    # A last state that makes no sense is no evidence of anything (not a crash).
+    for content in ('{"state": "rm -rf /"}', '{"state": ["running"]}', '{}'):
+        with open(paths.last, 'w') as handle:
+            handle.write(content)
+        assert load_last(paths) is None
