@@ -19,6 +19,7 @@ from tests.harness.qemu_procs import qemu_processes_under
 
 HOSTS = ('kvm1', 'kvm2', 'kvm3')
 
+
 class Fleet(LocalNodes):
     """kvm1, kvm2 and kvm3 on this machine, in one inventory (self.inventory)."""
 

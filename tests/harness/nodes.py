@@ -159,10 +159,11 @@ class Pair(LocalNodes):
 PORT_RANGE_SIZE = 16
 
 
-def tcp_ports_in_use(low, high):
-    """Ports in low..high that a TCP socket of this network namespace uses
-    (locally or as its peer), TIME_WAIT aside."""
-    used = set()
+def tcp_sockets(low, high):
+    """[(local port, remote port, state)] of the TCP sockets of this network
+    namespace with either port in low..high, TIME_WAIT aside (the kernel's
+    leftover of a closed connection, owned by no process)."""
+    found = []
     for table in ('/proc/net/tcp', '/proc/net/tcp6'):
         try:
             with open(table) as handle:
@@ -171,11 +172,17 @@ def tcp_ports_in_use(low, high):
             continue
         for row in rows:
             fields = row.split()
-            for address in fields[1:3]:
-                port = int(address.rsplit(':', 1)[1], 16)
-                if low <= port <= high and fields[3] != '06':
-                    used.add(port)
-    return used
+            local, remote, state = int(fields[1].rsplit(':', 1)[1], 16), int(fields[2].rsplit(':', 1)[1], 16), fields[3]
+            if state != '06' and (low <= local <= high or low <= remote <= high):
+                found.append((local, remote, state))
+    return found
+
+
+def tcp_ports_in_use(low, high):
+    """Ports in low..high that a TCP socket of this network namespace uses
+    (locally or as its peer), TIME_WAIT aside."""
+    return set(port for local, remote, _state in tcp_sockets(low, high) for port in (local, remote)
+               if low <= port <= high)
 
 
 def free_port_range(size=PORT_RANGE_SIZE, start=40000, stop=48000):

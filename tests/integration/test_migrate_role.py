@@ -26,7 +26,7 @@ import pytest
 from tests.harness import REPO
 from tests.harness.ansible_run import run_adhoc, run_playbook
 from tests.harness.lab import inventory_with_tls
-from tests.harness.nodes import LocalNodes, free_port_range
+from tests.harness.nodes import LocalNodes, free_port_range, tcp_sockets
 from tests.harness.qemu_procs import assert_ticks_continue, qemu_processes_under, ticks, wait_until
 from tests.harness.system import give_to_qemu, require_binary
 from tests.harness.tls_pki import Pki
@@ -51,25 +51,6 @@ def tools():
 
 
 # -- looking at the guest and the machine --------------------------------------------------
-def tcp_sockets(low, high):
-    """[(local port, remote port, state)] of the TCP sockets of this network
-    namespace with either port in low..high, TIME_WAIT aside (the kernel's
-    leftover of a closed connection, owned by no process)."""
-    found = []
-    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
-        try:
-            with open(table) as handle:
-                rows = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            local, remote, state = int(fields[1].rsplit(':', 1)[1], 16), int(fields[2].rsplit(':', 1)[1], 16), fields[3]
-            if state != '06' and (low <= local <= high or low <= remote <= high):
-                found.append((local, remote, state))
-    return found
-
-
 def tcp_inodes():
     inodes = set()
     for table in ('/proc/net/tcp', '/proc/net/tcp6'):
