@@ -165,4 +165,65 @@ options:
         recognise the process as this instance's.
       - A migration target ignores the source's binary and runs its own.
     type: str
+  guest_agent:
+    description:
+      - Give the guest a channel for the QEMU guest agent (C(qemu-ga)): the virtio-serial
+        port C(org.qemu.guest_agent.0) on the unix socket C(ctrl/NAME.qga) in O(run_dir).
+      - With it, M(hvops.kvm.kvm_node_facts) reports the guest's host name, OS and addresses
+        (gather subset C(agent)), and O(hvops.kvm.kvm_instance#module:stop_mode=agent)
+        powers it off through the agent.
+      - Everything the agent sends is untrusted: answers are bounded in size and time and
+        checked field by field. Defaults to false; changing it needs a restart.
+    type: bool
+  cloud_init:
+    description:
+      - A cloud-init NoCloud seed for the guest: an ISO9660 image labelled C(cidata) with
+        C(user-data), C(meta-data) and (when given) C(network-config), attached read-only
+        as a virtio disk after O(disks). It is made again from the stored definition each
+        time QEMU starts (a migration target makes its own), in C(run_dir/seed/), readable
+        by the QEMU user only; xorriso (or genisoimage) must be installed, as the
+        hvops.kvm.kvm_node role does.
+      - The definition keeps the rendered documents, so the same input changes nothing,
+        and a changed one is a change that takes effect at the next restart. Results and
+        diffs show only a digest of them. A migration passes the definition, documents
+        included, through the controller: put hashes, never clear-text passwords, in it.
+      - meta-data gets C(local-hostname) (O(cloud_init.hostname), else the instance name)
+        and an C(instance-id) of the name and a digest of user-data and network-config,
+        so that cloud-init applies changed data again, unless O(cloud_init.meta_data) sets them.
+    type: dict
+    suboptions:
+      hostname:
+        description: Host name, merged into user-data (C(hostname)) and meta-data (C(local-hostname)).
+        type: str
+      ssh_authorized_keys:
+        description: OpenSSH public keys for the default user, merged into user-data.
+        type: list
+        elements: str
+      users:
+        description: User entries (cloud-init's C(users) list), appended to user-data's.
+        type: list
+        elements: raw
+      password_hash:
+        description:
+          - A crypt(3) password hash (for example from C(openssl passwd -6)) for
+            O(cloud_init.password_user), merged into user-data as C(hashed_passwd).
+            A clear-text password is refused. Never logged.
+        type: str
+      password_user:
+        description: The user O(cloud_init.password_hash) is for. Defaults to C(root).
+        type: str
+      user_data:
+        description:
+          - The user-data, as a dictionary (rendered as C(#cloud-config) YAML, with the
+            shortcuts above merged in) or as text used exactly as given (then without
+            shortcuts), for example a script or a multi-part document.
+        type: raw
+      meta_data:
+        description: The meta-data, as a dictionary or as text (used as given).
+        type: raw
+      network_config:
+        description:
+          - The network configuration (version 1 or 2), as a dictionary or as text.
+            None when unset, so cloud-init falls back to DHCP on the first interface.
+        type: raw
 '''

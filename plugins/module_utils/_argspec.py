@@ -52,4 +52,15 @@ INSTANCE_SPEC_ARGS = dict(
     )),
     extra_args=dict(type='list', elements='str'),
     qemu_binary=dict(type='str'),
+    guest_agent=dict(type='bool'),
+    cloud_init=dict(type='dict', options=dict(
+        hostname=dict(type='str'),
+        ssh_authorized_keys=dict(type='list', elements='str', no_log=False),
+        users=dict(type='list', elements='raw'),
+        password_hash=dict(type='str', no_log=True),
+        password_user=dict(type='str'),
+        user_data=dict(type='raw'),
+        meta_data=dict(type='raw'),
+        network_config=dict(type='raw'),
+    )),
 )

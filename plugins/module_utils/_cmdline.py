@@ -9,6 +9,7 @@ DISK_DEVICES = {'virtio': 'virtio-blk-pci', 'ide': 'ide-hd', 'scsi': 'scsi-hd'}
 NIC_DEVICES = {'virtio': 'virtio-net-pci', 'e1000': 'e1000', 'rtl8139': 'rtl8139'}
 SERIAL_CONSOLE_ARG = 'console=ttyS0,115200'
 VNC_BASE_PORT = 5900
+AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 
 
 def opt_value(value):
@@ -67,6 +68,19 @@ def disk_args(spec):
     return argv
 
 
+def agent_args(paths):
+    """The guest agent's channel: a virtio-serial port on a unix socket."""
+    return ['-chardev', 'socket,id=qga0,path=%s,server=on,wait=off' % opt_value(paths.agent),
+            '-device', 'virtio-serial-pci,id=qga0-serial',
+            '-device', 'virtserialport,bus=qga0-serial.0,chardev=qga0,name=%s' % AGENT_CHANNEL]
+
+
+def seed_args(paths):
+    """The cloud-init seed, read-only, after the disks (never the boot disk)."""
+    return ['-drive', 'file=%s,format=raw,if=none,id=seed0,readonly=on' % opt_value(paths.seed),
+            '-device', 'virtio-blk-pci,drive=seed0']
+
+
 def nic_args(spec, taps):
     argv = []
     for index, nic in enumerate(spec['nics']):
@@ -109,6 +123,8 @@ def build_argv(spec, paths, qemu, accel, taps=None, vnc_password=False,
     argv += ['-pidfile', paths.pidfile, '-nodefaults', '-no-user-config']
     argv += list(user_args)
     argv += disk_args(spec)
+    if spec.get('cloud_init'):
+        argv += seed_args(paths)
     if spec['kernel']:
         argv += ['-kernel', spec['kernel']]
         if spec['initrd']:
@@ -123,6 +139,8 @@ def build_argv(spec, paths, qemu, accel, taps=None, vnc_password=False,
     argv += ['-qmp', unix_server(paths.qmp), '-monitor', unix_server(paths.monitor)]
     if spec['serial_console']:
         argv += ['-serial', unix_server(paths.serial)]
+    if spec.get('guest_agent'):
+        argv += agent_args(paths)
     argv += nic_args(spec, taps or {})
     if paused or incoming:
         argv.append('-S')

@@ -11,10 +11,11 @@ identified. Files of a dead instance are cleaned up; those of a live one never.
 import os
 import time
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _identity
+from ansible_collections.hvops.kvm.plugins.module_utils import _identity, _seed
 from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import build_argv
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     KvmError, MonitorError, ProcessError, StateError)
+from ansible_collections.hvops.kvm.plugins.module_utils._agent import AgentError, agent_shutdown
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly
 from ansible_collections.hvops.kvm.plugins.module_utils._launch import launch
 from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
@@ -33,6 +34,8 @@ EXIT_POLL = 0.05
 DEFAULT_SHUTDOWN_TIMEOUT = 30
 QUIT_GRACE = 10.0
 MAX_MONITOR_TIMEOUT = 3600.0
+# At most this long for a guest agent to answer before stop_mode agent falls back to ACPI.
+AGENT_ANSWER_WAIT = 5.0
 
 
 class Instance:
@@ -47,6 +50,8 @@ class Instance:
         self.run = run
         self.monitor_timeout = seconds(monitor_timeout, 'monitor_timeout', low=0.1, high=MAX_MONITOR_TIMEOUT)
         self.socat = socat
+        # What an operation did differently from what was asked (for warnings).
+        self.notes = []
 
     # -- observing -------------------------------------------------------
     def pid(self):
@@ -58,7 +63,8 @@ class Instance:
 
     def leftovers(self):
         """Files of a QEMU that is gone (pidfile, sockets), which clean_leftovers removes."""
-        candidates = (self.paths.pidfile, self.paths.qmp, self.paths.monitor, self.paths.serial)
+        candidates = (self.paths.pidfile, self.paths.qmp, self.paths.monitor, self.paths.serial,
+                      self.paths.agent, self.paths.seed)
         return [path for path in candidates if os.path.lexists(path)]
 
     def dead_state(self):
@@ -119,6 +125,9 @@ class Instance:
         hold = password is not None and not paused and '-S' not in argv
         try:
             create_taps(self.run, self.layout.run_dir, self.name, spec['nics'])
+            if spec.get('cloud_init'):
+                _seed.build(self.run, spec['cloud_init'], self.paths.seed, self.layout.subdir('conf'),
+                            qemu_user=self.qemu_user, instance=self.name)
             pid, session = launch(argv[:1] + ['-S'] + argv[1:] if hold else argv, self.paths.log,
                                   self.paths.qmp, instance=self.name, socat=self.socat, run_dir=self.layout.run_dir)
         except KvmError:
@@ -143,21 +152,23 @@ class Instance:
 
     # -- stopping --------------------------------------------------------
     def stop(self, mode='acpi', timeout=DEFAULT_SHUTDOWN_TIMEOUT, force=False):
-        """Stop the instance; return how: None (was not running), 'acpi' or 'forced'.
+        """Stop the instance; return how: None (was not running), 'agent', 'acpi' or 'forced'.
 
         ``mode`` acpi presses the power button with backoff until ``timeout``;
         a guest still up then is forced off only with ``force``, else it is
         left running and StateError is raised. A paused guest is resumed first
         so it can react; one that never ran (started paused, or waiting for an
         incoming migration) has nothing to shut down and is forced off.
-        ``mode`` kill forces at once.
+        ``mode`` kill forces at once. ``mode`` agent asks the guest agent
+        first and, when it does not answer, presses the power button for the
+        rest of ``timeout`` ('agent' is then returned when the agent did it).
         """
         pid = self.pid()
         if pid is None:
             self.clean_leftovers()
             return None
         how = None
-        if mode == 'acpi':
+        if mode in ('acpi', 'agent'):
             with self.monitor() as qmp:
                 run_state = qmp.execute('query-status')['status']
                 if run_state in RESUME_TO_POWER_OFF:
@@ -166,7 +177,18 @@ class Instance:
             if run_state in NEVER_RAN:
                 # No guest code has run yet: there is nothing to shut down gracefully.
                 mode = 'kill'
-        if mode == 'acpi':
+        if mode == 'agent':
+            deadline = time.monotonic() + timeout
+            answered = self._agent_powerdown(pid, timeout)
+            if answered:
+                how = 'agent'
+            elif answered is None:
+                mode, timeout = 'acpi', max(0.0, deadline - time.monotonic())
+            elif not force:
+                raise StateError('did not power off within %.0f s after the guest agent was asked to'
+                                 ' (guest-shutdown) and is still running; set force: true (or'
+                                 ' stop_mode: kill) to force it off' % timeout, instance=self.name)
+        if mode == 'acpi' and how is None:
             if self._powerdown(pid, timeout):
                 how = 'acpi'
             elif not force:
@@ -219,6 +241,20 @@ class Instance:
             if time.monotonic() >= deadline:
                 return False
 
+    def _agent_powerdown(self, pid, timeout):
+        """Ask the agent to power off; whether QEMU exited within timeout, or
+        None at once when the agent does not answer (the caller falls back).
+        (guest-shutdown answers nothing: the resynchronisation before it is
+        what shows the agent is there.)"""
+        try:
+            agent_shutdown(self.paths.agent, instance=self.name,
+                           timeout=min(self.monitor_timeout, AGENT_ANSWER_WAIT, timeout), socat=self.socat)
+        except AgentError as err:
+            self.notes.append('the guest agent did not power it off (%s); pressed the ACPI power button'
+                              ' instead' % err.msg)
+            return None
+        return self._exited(pid, timeout)
+
     def _force_off(self, pid):
         """QMP quit (QEMU exits cleanly), else SIGKILL to the identified process."""
         try:
@@ -243,7 +279,8 @@ class Instance:
         if self.pid() is not None:
             raise StateError('refusing to clean the files of a running instance', instance=self.name)
         removed = remove_quietly(self.paths.pidfile, self.paths.qmp, self.paths.monitor,
-                                 self.paths.serial, self.paths.runtime, self.paths.log)
+                                 self.paths.serial, self.paths.agent, self.paths.seed,
+                                 self.paths.runtime, self.paths.log)
         removed += remove_taps(self.run, existing_taps(self.layout.run_dir, self.name))
         return removed
 

@@ -19,12 +19,17 @@ What must outlive a reboot is under the persistent ``state_dir`` (default
     run_dir/ctrl/NAME.qmp         QMP socket, used by the library
     run_dir/ctrl/NAME.monitor     human monitor socket, for operators
     run_dir/ctrl/NAME.serial      serial console socket
+    run_dir/ctrl/NAME.qga         guest agent channel (guest_agent: true)
+    run_dir/seed/NAME.iso         cloud-init seed image, made at each start (_seed);
+                                  seed/ is 0711 so that the QEMU user may open
+                                  the one file it is given (group-readable by it)
     run_dir/conf/NAME.runtime     the exact argv and spec the running QEMU was started with
     run_dir/conf/NAME.log         what QEMU printed (its standard output and error)
     run_dir/lock/NAME.lock        serialises runs against the same instance
 
 run_dir itself is mode 0711 (others may pass through, not look: the QEMU user
-must reach pid/), every subdirectory of it and state_dir with all of its own 0700.
+must reach pid/ and seed/), every other subdirectory of it and state_dir with
+all of its own 0700.
 
 Collection 0.1 kept definitions and VNC passwords in run_dir/conf. They are
 read from there until the first run that writes takes them over (moves them
@@ -52,14 +57,16 @@ NAME_PATTERN = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
 MAX_NAME_LENGTH = 63
 # sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
-SUBDIRS = ('pid', 'ctrl', 'conf', 'lock')
+SUBDIRS = ('pid', 'ctrl', 'conf', 'lock', 'seed')
+# Subdirectories the QEMU user passes through (not the default 0700).
+SUBDIR_MODES = {'seed': 0o711}
 STATE_SUBDIRS = ('guests', 'node')
 # What collection 0.1 kept in run_dir/conf and state_dir/guests now holds.
 LEGACY_EXTENSIONS = ('.json', '.vncpass')
 
 InstancePaths = collections.namedtuple(
     'InstancePaths',
-    ['pidfile', 'qmp', 'monitor', 'serial', 'definition', 'runtime', 'vnc_password', 'lock', 'log',
+    ['pidfile', 'qmp', 'monitor', 'serial', 'agent', 'seed', 'definition', 'runtime', 'vnc_password', 'lock', 'log',
      'policy', 'last', 'legacy_definition', 'legacy_vnc_password'])
 
 
@@ -98,6 +105,8 @@ class NodeLayout:
             qmp=os.path.join(ctrl, name + '.qmp'),
             monitor=os.path.join(ctrl, name + '.monitor'),
             serial=os.path.join(ctrl, name + '.serial'),
+            agent=os.path.join(ctrl, name + '.qga'),
+            seed=os.path.join(self.subdir('seed'), name + '.iso'),
             definition=os.path.join(guests, name + '.json'),
             runtime=os.path.join(conf, name + '.runtime'),
             vnc_password=os.path.join(guests, name + '.vncpass'),
@@ -108,7 +117,7 @@ class NodeLayout:
             legacy_definition=os.path.join(conf, name + '.json'),
             legacy_vnc_password=os.path.join(conf, name + '.vncpass'),
         )
-        longest = max((paths.qmp, paths.monitor, paths.serial), key=len)
+        longest = max((paths.qmp, paths.monitor, paths.serial, paths.agent), key=len)
         if len(longest.encode('utf-8')) > MAX_SOCKET_PATH:
             raise ValidationError(
                 'socket path %s is longer than the %d bytes a unix socket allows:'
@@ -123,7 +132,8 @@ class NodeLayout:
         self.verify(qemu_user)
         make_private_dir(self.run_dir, RUN_DIR_MODE)
         for sub in SUBDIRS:
-            make_private_dir(self.subdir(sub), other_owner=qemu_user.uid if qemu_user and sub == 'pid' else None)
+            make_private_dir(self.subdir(sub), SUBDIR_MODES.get(sub, 0o700),
+                             other_owner=qemu_user.uid if qemu_user and sub == 'pid' else None)
         make_private_dir(self.state_dir)
         for sub in STATE_SUBDIRS:
             make_private_dir(self.state_subdir(sub))

@@ -25,6 +25,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _identity, _qemu
+from ansible_collections.hvops.kvm.plugins.module_utils._agent import DEFAULT_TIMEOUT as AGENT_TIMEOUT, agent_facts
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     KvmError, MissingBinaryError, ProcessError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
@@ -36,14 +37,17 @@ from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIME
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS, lookup, user_of_uid
 from ansible_collections.hvops.kvm.plugins.module_utils._policy import load_policy
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
+from ansible_collections.hvops.kvm.plugins.module_utils._spec import upgraded
 
-SUBSETS = ('cpu', 'hypervisor', 'instances', 'memory')
+SUBSETS = ('agent', 'cpu', 'hypervisor', 'instances', 'memory')
 VIRT_FLAGS = ('svm', 'vmx')
 # At most this many QMP sessions at once (each is one socat process).
 MAX_PARALLEL_MONITORS = 8
 # Seconds to wait for the monitor of an instance another run works on (it may
 # hold the monitor for a whole migration); its state is then reported unknown.
 BUSY_MONITOR_WAIT = 2.0
+# What an instance's agent facts are when its agent is not asked.
+AGENT_SILENT = {'status': None, 'error': None, 'hostname': None, 'os': None, 'interfaces': []}
 
 
 # -- gather_subset ---------------------------------------------------------------
@@ -66,7 +70,13 @@ def resolve_subsets(requested):
         (exclude if negate else include).update(names)
     if not include:
         include = set(SUBSETS)
-    return sorted(include - exclude)
+    subsets = include - exclude
+    if 'instances' in exclude:
+        subsets.discard('agent')
+    elif 'agent' in subsets:
+        # What the agents say is part of each instance's facts.
+        subsets.add('instances')
+    return sorted(subsets)
 
 
 # -- memory ----------------------------------------------------------------------
@@ -255,6 +265,7 @@ def instance_facts(layout, name, run, uptime, held, monitor_timeout=DEFAULT_TIME
         except KvmError as err:
             record['error'] = err.msg
     spec = (runtime or {}).get('spec') if pid else definition
+    record['_agent'] = bool((spec or {}).get('guest_agent'))
     record['memory_mb'] = _spec_value(spec, 'memory')
     record['vcpus'] = _spec_value(spec, 'vcpus')
     record['machine'] = (spec or {}).get('machine')
@@ -266,7 +277,7 @@ def instance_facts(layout, name, run, uptime, held, monitor_timeout=DEFAULT_TIME
     version = runtime.get('qemu_version') if runtime else None
     record['qemu_version'] = _qemu.version_string(version) if version else None
     record['pending_restart'] = bool(runtime and definition is not None and
-                                     runtime.get('spec') != definition)
+                                     upgraded(runtime.get('spec')) != upgraded(definition))
     status = _identity.process_status(pid)
     if status is not None:
         record['user'] = user_of_uid(status['uid']) if status['uid'] is not None else None
@@ -296,7 +307,20 @@ def query_state(record, instance):
     return record
 
 
-def scan_instances(layout, run, query=True, monitor_timeout=DEFAULT_TIMEOUT, socat=None):
+def query_agent(record, instance, timeout):
+    """The guest agent's facts of one instance (_agent.agent_facts), in record."""
+    if not record.pop('_agent', False):
+        record['agent'] = dict(AGENT_SILENT, status='off')
+    elif record['state'] != 'running':
+        record['agent'] = dict(AGENT_SILENT, status='down',
+                               error='the guest is %s: only a running guest\'s agent can answer' % record['state'])
+    else:
+        record['agent'] = agent_facts(instance.paths.agent, instance=record['name'], timeout=timeout,
+                                      socat=instance.socat)
+    return record
+
+
+def scan_instances(layout, run, query=True, monitor_timeout=DEFAULT_TIMEOUT, socat=None, agent_timeout=None):
     """(records, problems) for every instance under run_dir.
 
     Without ``query`` no monitor is opened: the records of live instances then
@@ -320,6 +344,10 @@ def scan_instances(layout, run, query=True, monitor_timeout=DEFAULT_TIMEOUT, soc
         else:
             with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_MONITORS, len(live))) as pool:
                 list(pool.map(lambda pair: query_state(*pair), live))
+    if query and agent_timeout is not None:
+        pairs = [(record, instance) for record, instance in observed if instance is not None]
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_MONITORS, len(pairs)))) as pool:
+            list(pool.map(lambda pair: query_agent(pair[0], pair[1], agent_timeout), pairs))
     records = [record for record, _instance in observed]
     problems = []
     for record in records:
@@ -355,7 +383,7 @@ def public(record):
 
 
 def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_timeout=DEFAULT_TIMEOUT,
-           run_as=DEFAULT_RUN_AS, state_dir=None):
+           run_as=DEFAULT_RUN_AS, state_dir=None, agent_timeout=AGENT_TIMEOUT):
     """The kvm_node facts. ``run(argv) -> (rc, stdout, stderr)`` runs QEMU's
     -version and -machine help; nothing else is run and nothing is written."""
     subsets = resolve_subsets(gather_subset)
@@ -375,7 +403,8 @@ def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_time
         problems += untrusted
         # Nothing in a run_dir another user controls is read, let alone its sockets.
         records, found = ([], []) if untrusted else scan_instances(
-            layout, run, query='instances' in subsets, monitor_timeout=monitor_timeout)
+            layout, run, query='instances' in subsets, monitor_timeout=monitor_timeout,
+            agent_timeout=agent_timeout if 'agent' in subsets else None)
         if 'instances' in subsets:
             facts['instances'] = dict((record['name'], public(record)) for record in records)
             problems += found

@@ -24,12 +24,12 @@ from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     has_vnc_password, load_definition, save_definition, undefine)
 from ansible_collections.hvops.kvm.plugins.module_utils._states import DOWN, LIVE
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
-    SPEC_DEFAULTS, check_host_files, disk_clash, normalize_spec)
+    SPEC_DEFAULTS, check_host_files, disk_clash, normalize_spec, shown, upgraded)
 from ansible_collections.hvops.kvm.plugins.module_utils._values import seconds
 from ansible_collections.hvops.kvm.plugins.module_utils._values import vnc_password as check_vnc_password
 
 STATES = ('present', 'started', 'stopped', 'restarted', 'paused', 'absent')
-STOP_MODES = ('acpi', 'kill')
+STOP_MODES = ('acpi', 'agent', 'kill')
 CONSOLE_ESCAPE = '0x1d'  # Ctrl-]
 
 
@@ -94,7 +94,7 @@ class Reconciler:
         run_as = self.params.get('run_as') or _qemu_user.DEFAULT_RUN_AS
         self.known_user = _qemu_user.lookup(run_as)
         self.layout.verify(self.known_user)
-        stored = load_definition(paths)
+        stored = upgraded(load_definition(paths))
         stored_pol = stored_policy(paths, self.name)
         policy = None if state == 'absent' else self.desired_policy(stored_pol)
         status = self.instance.status()
@@ -166,7 +166,7 @@ class Reconciler:
 
     def _actions(self, plan):
         state, current = plan['state'], plan['current']
-        running_spec = (plan['runtime'] or {}).get('spec')
+        running_spec = upgraded((plan['runtime'] or {}).get('spec'))
         drift = current in LIVE and plan['spec'] is not None and running_spec is not None \
             and running_spec != plan['spec']
         plan['password_needs_restart'] = self._password_needs_restart(plan)
@@ -265,6 +265,7 @@ class Reconciler:
             mode=self.params.get('stop_mode') or 'acpi',
             timeout=self.shutdown_timeout,
             force=bool(self.params.get('force')))
+        self.warnings.extend(self.instance.notes)
         self._mark('stopped')
 
     def _do_clean(self, plan, result):
@@ -326,7 +327,7 @@ class Reconciler:
             'argv': runtime['argv'] if runtime else None,
             'sockets': {'qmp': paths.qmp, 'monitor': paths.monitor, 'serial': paths.serial},
             'console_command': ' '.join(shlex.quote(word) for word in console),
-            'definition': stored,
+            'definition': shown(stored),
             'policy': stored_policy(paths, self.name) if stored is not None else None,
         }
 
@@ -334,7 +335,7 @@ class Reconciler:
 def diff_view(state, definition, policy=None):
     view = {'state': state}
     if definition is not None:
-        view['definition'] = definition
+        view['definition'] = shown(definition)
     if policy is not None:
         view['policy'] = policy
     return view

@@ -14,7 +14,7 @@ import os
 import re
 import uuid
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _values
+from ansible_collections.hvops.kvm.plugins.module_utils import _seed, _values
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
 from ansible_collections.hvops.kvm.plugins.module_utils._extra_args import check_extra_args
 from ansible_collections.hvops.kvm.plugins.module_utils._identity import is_qemu_program
@@ -61,7 +61,13 @@ SPEC_DEFAULTS = {
     'nics': [],
     'extra_args': [],
     'qemu_binary': None,
+    'guest_agent': False,
+    'cloud_init': None,
 }
+# Keys added to the spec after 0.2, with the value a spec written without
+# them means: a definition or runtime from before compares equal to today's
+# spec of the same guest (no change, no restart).
+ADDED_KEYS = {'guest_agent': False, 'cloud_init': None}
 DISK_DEFAULTS = {'format': 'raw', 'interface': 'virtio', 'readonly': False, 'cache': None}
 NIC_DEFAULTS = {'type': 'user', 'bridge': None, 'mac': None, 'model': 'virtio'}
 
@@ -198,7 +204,7 @@ def normalize_spec(name, params):
     _choice(spec['accel'], ACCELERATORS, 'accelerator', name)
     spec['machine'] = _text(spec['machine'], 'machine type', name, MACHINE_PATTERN)
     spec['cpu_model'] = _text(spec['cpu_model'], 'cpu_model', name, CPU_MODEL_PATTERN)
-    for key in ('acpi', 'serial_console', 'vnc_tablet'):
+    for key in ('acpi', 'serial_console', 'vnc_tablet', 'guest_agent'):
         _flag(spec[key], key, name)
     if spec['uuid'] is not None:
         try:
@@ -240,7 +246,24 @@ def normalize_spec(name, params):
     except ValidationError as err:
         raise ValidationError(err.msg, instance=name)
     spec['qemu_binary'] = qemu_binary(spec['qemu_binary'], name)
+    spec['cloud_init'] = _seed.normalize(spec['cloud_init'], name)
     return spec
+
+
+def upgraded(spec):
+    """A stored spec (definition or runtime) with the keys added since it
+    was written, at the values their absence means; None stays None."""
+    if not isinstance(spec, dict):
+        return spec
+    return dict(ADDED_KEYS, **spec)
+
+
+def shown(spec):
+    """A spec as results and diffs show it: the cloud-init documents only as
+    a digest (a user-data may hold secrets)."""
+    if not isinstance(spec, dict) or not spec.get('cloud_init'):
+        return spec
+    return dict(spec, cloud_init=_seed.summary(spec['cloud_init']))
 
 
 def check_host_files(spec, qemu_user=None):

@@ -62,8 +62,12 @@ options:
         keeps running.
       - C(kill) forces the guest off at once (QMP C(quit), then SIGKILL to the
         identified process).
+      - C(agent) asks the guest agent to power off (C(guest-shutdown)) and waits up to
+        O(shutdown_timeout). When the agent does not answer (none configured, not running,
+        not answering within O(monitor_timeout) or at most 5 seconds), it falls back to
+        C(acpi) for the rest of the time, with the same rules for a guest still running then.
     type: str
-    choices: [acpi, kill]
+    choices: [acpi, agent, kill]
     default: acpi
   force:
     description:
@@ -218,7 +222,7 @@ policy:
   type: dict
   sample: {autostart: true, autostart_order: 10, autostart_delay: 0, restart_policy: on-crash}
 stop_method:
-  description: How the guest was stopped in this run, C(acpi) or C(forced); null when it was not stopped.
+  description: How the guest was stopped in this run, C(agent), C(acpi) or C(forced); null when it was not stopped.
   returned: always
   type: str
   sample: acpi

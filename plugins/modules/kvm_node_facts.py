@@ -50,9 +50,19 @@ options:
       - C(memory) lists no instances but reads their pidfiles and runtime files, to
         report the memory committed to running guests. It opens no monitor.
       - C(hypervisor) runs the QEMU binary twice (C(-version) and C(-machine help)).
+      - C(agent) (which implies C(instances)) asks the guest agent of every running guest
+        started with C(guest_agent) for its host name, OS and addresses, all at once,
+        each within O(agent_timeout).
     type: list
     elements: str
     default: [all]
+  agent_timeout:
+    description:
+      - Seconds a guest agent has to answer (each exchange), from 0.1 to 60. A guest whose
+        agent does not answer in time is reported with C(agent.status=no-answer); the
+        agents are asked side by side, so this is about the longest the C(agent) subset adds.
+    type: float
+    default: 3.0
   qemu_binary:
     description:
       - QEMU binary to report on, as a name looked up in C(PATH) or an absolute path.
@@ -421,6 +431,53 @@ ansible_facts:
             error:
               description: Why the state is C(unknown), else null.
               type: str
+            agent:
+              description:
+                - What the guest agent says, when the C(agent) subset is gathered. Everything
+                  in it comes from inside the guest, so it is as trustworthy as the guest;
+                  it is checked for shape and size, never believed.
+              returned: when the agent subset is gathered
+              type: dict
+              contains:
+                status:
+                  description:
+                    - C(ok); C(no-answer) (the agent did not answer in time, or its channel is
+                      closed); C(bad-answer) (it sent something that is not an answer - garbage,
+                      too much, a malformed field); C(off) (the guest has no agent channel);
+                      C(down) (the guest is not running).
+                  type: str
+                  sample: ok
+                error:
+                  description: Why the status is not C(ok) (null for C(ok) and C(off)).
+                  type: str
+                hostname:
+                  description: The guest's host name (C(guest-get-host-name)).
+                  type: str
+                  sample: web1
+                os:
+                  description:
+                    - From C(guest-get-osinfo) - C(id), C(name), C(pretty_name), C(version),
+                      C(version_id), C(kernel_release), C(machine); null when the agent lacks it.
+                  type: dict
+                  sample: {id: debian, name: Debian GNU/Linux, version_id: '12', kernel_release: 6.1.0-31-cloud-amd64}
+                interfaces:
+                  description: The guest's network interfaces (C(guest-network-get-interfaces)).
+                  type: list
+                  elements: dict
+                  contains:
+                    name:
+                      description: Interface name in the guest.
+                      type: str
+                      sample: eth0
+                    hardware_address:
+                      description: Its MAC address, or null.
+                      type: str
+                      sample: 52:54:00:12:34:56
+                    addresses:
+                      description: Its addresses, each with C(address), C(prefix) and C(family) (C(ipv4) or C(ipv6)).
+                      type: list
+                      elements: dict
+                      sample: [{address: 10.0.0.5, prefix: 24, family: ipv4}]
 '''
 
 from ansible.module_utils.basic import AnsibleModule

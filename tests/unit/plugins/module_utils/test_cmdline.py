@@ -142,3 +142,14 @@ def test_vnc_has_password_reads_our_own_argv():
 
 def test_option_values_escape_commas():
     assert opt_value('a,b,,c') == 'a,,b,,,,c'
+
+
+def test_guest_agent_channel_and_cloud_init_seed():
+    argv = argv_for(guest_agent=True, disks=[{'path': '/srv/a.img'}], cloud_init={'hostname': 'web1'})
+    assert value(argv, '-chardev') == 'socket,id=qga0,path=/run/hvops-kvm/ctrl/web.qga,server=on,wait=off'
+    assert 'virtserialport,bus=qga0-serial.0,chardev=qga0,name=org.qemu.guest_agent.0' in argv
+    # The seed comes after the disks, read-only, and never boots.
+    assert value(argv, '-drive', 1) == 'file=/run/hvops-kvm/seed/web.iso,format=raw,if=none,id=seed0,readonly=on'
+    assert value(argv, '-device', 1) == 'virtio-blk-pci,drive=seed0'
+    plain = argv_for(disks=[{'path': '/srv/a.img'}])
+    assert '-chardev' not in plain and value(plain, '-drive', 1) is None

@@ -17,9 +17,11 @@ def fixture(name):
 
 # -- gather_subset ---------------------------------------------------------------
 @pytest.mark.parametrize('requested, wanted', [
-    (None, ['cpu', 'hypervisor', 'instances', 'memory']),
-    ([], ['cpu', 'hypervisor', 'instances', 'memory']),
-    (['all'], ['cpu', 'hypervisor', 'instances', 'memory']),
+    (None, ['agent', 'cpu', 'hypervisor', 'instances', 'memory']),
+    ([], ['agent', 'cpu', 'hypervisor', 'instances', 'memory']),
+    (['all'], ['agent', 'cpu', 'hypervisor', 'instances', 'memory']),
+    (['agent'], ['agent', 'instances']),
+    (['all', '!agent'], ['cpu', 'hypervisor', 'instances', 'memory']),
     (['memory'], ['memory']),
     (['memory', 'instances', 'memory'], ['instances', 'memory']),
     (['!instances'], ['cpu', 'hypervisor', 'memory']),
