@@ -167,17 +167,17 @@ options:
     type: str
   guest_agent:
     description:
-      - Give the guest a channel for the QEMU guest agent (C(qemu-ga)): the virtio-serial
+      - Give the guest a channel for the QEMU guest agent (C(qemu-ga)), the virtio-serial
         port C(org.qemu.guest_agent.0) on the unix socket C(ctrl/NAME.qga) in O(run_dir).
       - With it, M(hvops.kvm.kvm_node_facts) reports the guest's host name, OS and addresses
         (gather subset C(agent)), and O(hvops.kvm.kvm_instance#module:stop_mode=agent)
         powers it off through the agent.
-      - Everything the agent sends is untrusted: answers are bounded in size and time and
+      - Everything the agent sends is untrusted. Its answers are bounded in size and time and
         checked field by field. Defaults to false; changing it needs a restart.
     type: bool
   cloud_init:
     description:
-      - A cloud-init NoCloud seed for the guest: an ISO9660 image labelled C(cidata) with
+      - A cloud-init NoCloud seed for the guest, an ISO9660 image labelled C(cidata) with
         C(user-data), C(meta-data) and (when given) C(network-config), attached read-only
         as a virtio disk after O(disks). It is made again from the stored definition each
         time QEMU starts (a migration target makes its own), in C(run_dir/seed/), readable
@@ -186,7 +186,7 @@ options:
       - The definition keeps the rendered documents, so the same input changes nothing,
         and a changed one is a change that takes effect at the next restart. Results and
         diffs show only a digest of them. A migration passes the definition, documents
-        included, through the controller: put hashes, never clear-text passwords, in it.
+        included, through the controller; put hashes, never clear-text passwords, in it.
       - meta-data gets C(local-hostname) (O(cloud_init.hostname), else the instance name)
         and an C(instance-id) of the name and a digest of user-data and network-config,
         so that cloud-init applies changed data again, unless O(cloud_init.meta_data) sets them.

@@ -58,7 +58,7 @@ INSTANCE_SPEC_ARGS = dict(
         ssh_authorized_keys=dict(type='list', elements='str', no_log=False),
         users=dict(type='list', elements='raw'),
         password_hash=dict(type='str', no_log=True),
-        password_user=dict(type='str'),
+        password_user=dict(type='str', no_log=False),
         user_data=dict(type='raw'),
         meta_data=dict(type='raw'),
         network_config=dict(type='raw'),

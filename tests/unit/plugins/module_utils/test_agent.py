@@ -46,7 +46,7 @@ class FakeAgent:
         self.server.settimeout(0.2)
         while not self.stop.is_set():
             try:
-                conn, _ = self.server.accept()
+                conn, _peer = self.server.accept()
             except socket.timeout:
                 continue
             with conn:

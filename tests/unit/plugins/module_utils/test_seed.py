@@ -88,7 +88,7 @@ def test_bad_cloud_init_is_refused(value, words):
 
 def test_deep_nesting_is_refused():
     value = {}
-    for _ in range(_seed.MAX_DEPTH + 2):
+    for _level in range(_seed.MAX_DEPTH + 2):
         value = {'x': value}
     with pytest.raises(ValidationError) as err:
         _seed.normalize({'user_data': value}, 'g1')
