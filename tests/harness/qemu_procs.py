@@ -2,6 +2,7 @@
 import os
 import signal
 import socket
+import threading
 import time
 
 
@@ -96,3 +97,69 @@ def assert_ticks_continue(before, path, within_s):
     after = ticks(path)
     assert before[-1] < after[0] <= before[-1] + within_s * TICKS_PER_SECOND, (before, after)
     return after
+
+
+class SerialRecorder:
+    """Everything a guest prints on its serial console, from its first byte:
+    a thread connects as soon as the socket appears (QEMU drops what it prints
+    while no client is connected) and keeps reading until ``stop``. Start it
+    before the guest starts; ``wait_for(text)`` returns the lines so far once
+    one contains text."""
+
+    def __init__(self, path, appear_within=60.0):
+        self.path = path
+        self.data = b''
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._appear_within = appear_within
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        deadline = time.monotonic() + self._appear_within
+        sock = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(self.path)
+                break
+            except OSError:
+                sock.close()
+                sock = None
+                time.sleep(0.005)
+        if sock is None:
+            return
+        self.connected.set()
+        sock.settimeout(0.2)
+        with sock:
+            while not self._stop.is_set():
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                with self._lock:
+                    self.data += chunk
+
+    def lines(self):
+        with self._lock:
+            text = self.data.decode('utf-8', 'replace')
+        return [line for line in text.replace('\r', '').split('\n') if line]
+
+    def wait_for(self, text, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.lines()
+            if any(text in line for line in lines):
+                return lines
+            time.sleep(0.05)
+        raise AssertionError('%r not on the serial console of %s within %s s; it printed:\n%s'
+                             % (text, self.path, timeout, '\n'.join(self.lines()[-40:])))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)

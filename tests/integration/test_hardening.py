@@ -167,6 +167,11 @@ def tamper(source, case):
         spec['disks'] = [dict(spec['disks'][0], path='/etc/shadow')]
     elif case == 'bridge-newline':
         spec['nics'] = [{'type': 'bridge', 'bridge': 'br0\ntouch'}]
+    elif case == 'seed-extra-key':
+        spec['cloud_init'] = {'user_data': '#cloud-config\n', 'meta_data': 'instance-id: x\n',
+                              'network_config': None, 'seed_path': '/etc/shadow'}
+    elif case == 'agent-not-bool':
+        spec['guest_agent'] = 'yes; touch %s' % marker
     elif case == 'policy-extra-key':
         policy = {'autostart': True, 'run_as': 'root'}
     elif case == 'policy-bad-order':
@@ -186,6 +191,8 @@ def tamper(source, case):
     ('bridge-newline', 'bridge name'),
     ('kernel-shadow', 'not readable by the QEMU user'),
     ('disk-of-the-host', 'not readable and writable by the QEMU user'),
+    ('seed-extra-key', 'cloud_init has unknown keys: seed_path'),
+    ('agent-not-bool', 'guest_agent must be true or false'),
     ('policy-extra-key', 'policy has unknown keys: run_as'),
     ('policy-bad-order', 'autostart_order must be a whole number'),
 ])
