@@ -9,8 +9,9 @@ import pytest
 
 from tests.harness.ansible_run import run_adhoc
 from tests.harness.linux_guest import build_linux_guest
+from tests.harness.loopback import HOSTS, NAME, Loopback
 from tests.harness.nodes import LocalNode
-from tests.harness.qemu_procs import SerialRecorder, qemu_processes_under, wait_until
+from tests.harness.qemu_procs import SerialRecorder, qemu_processes_under, serial_lines, wait_until
 from tests.harness.system import require_binary
 
 INSTANCE = 'hvops.kvm.kvm_instance'
@@ -135,3 +136,37 @@ def test_silent_and_flooding_agents_are_reported_within_the_timeout(node):
     finally:
         for console in consoles:
             console.stop()
+
+
+def test_a_seeded_guest_migrates_with_its_seed_and_its_agent():
+    """The target makes the seed from the definition it is sent and the
+    agent answers there; nothing of the seed stays on the source."""
+    loop = Loopback()
+    console = SerialRecorder(loop.serial('kvm1'))
+    try:
+        args = guest_args(loop.nodes['kvm1'], NAME, cloud_init={'hostname': 'mover'})
+        for key in ('name', 'run_dir'):
+            del args[key]
+        loop.adhoc('kvm1', INSTANCE, args)
+        console.wait_for('hvops-linux-guest ready')
+        seeds = [os.path.join(loop.run_dir(host), 'seed', NAME + '.iso') for host in HOSTS]
+        assert os.path.exists(seeds[0])
+        before = console.lines()
+        last_tick = max(int(line.split()[1]) for line in before if line.startswith('tick '))
+
+        moved = loop.migrate('kvm1', 'kvm2')
+        assert moved.rc == 0, moved
+        assert not os.path.exists(seeds[0]) and os.path.exists(seeds[1])
+        assert loop.pids('kvm1') == [] and len(loop.pids('kvm2')) == 1
+        done = run_adhoc(loop.inventory, FACTS, {'run_dir': loop.run_dir('kvm2'), 'gather_subset': ['agent']},
+                         host='kvm2')
+        agent = done.result(host='kvm2')['ansible_facts']['kvm_node']['instances'][NAME]['agent']
+        assert agent['status'] == 'ok' and agent['hostname'] == 'mover', agent
+        # The same guest goes on counting there: no new boot.
+        after = serial_lines(loop.serial('kvm2'), count=3, timeout=10)
+        ticks = [int(line.split()[1]) for line in after if line.startswith('tick ')]
+        assert ticks and ticks[0] > last_tick, (before[-3:], after)
+        assert not any(line.startswith('hvops-linux-guest variant') for line in after)
+    finally:
+        console.stop()
+        loop.destroy()
