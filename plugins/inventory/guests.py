@@ -286,7 +286,11 @@ def _string(value, limit=MAX_STRING):
         return None
     if any(ord(char) < 32 or ord(char) == 127 for char in value):
         return None
-    return value
+    try:
+        # A plain str: the fact cache gives its own str types, marked or not.
+        return value.encode('utf-8').decode('utf-8')
+    except UnicodeError:
+        return None
 
 
 def _integer(value, low=0, high=MAX_INT):
