@@ -204,7 +204,7 @@ EXAMPLES = r'''
 plugin: hvops.kvm.guests
 nodes: kvm_nodes
 
-# ---
+---
 # The plugin reads the nodes itself, every node at once, and prefers addresses of 10.0.0.0/8:
 plugin: hvops.kvm.guests
 source: gather

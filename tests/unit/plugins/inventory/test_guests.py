@@ -253,8 +253,8 @@ def test_hosts_groups_and_variables(warnings):
     assert web['kvm_guest_addresses'] == ['10.0.0.5', '192.0.2.5']
     assert web['kvm_guest_hostname'] == 'web1' and web['kvm_guest_os']['id'] == 'debian'
     assert web['kvm_guest_run_dir'] == '/run/hvops-kvm'
-    assert sorted(k for k in web if not k.startswith('kvm_guest_')) == ['ansible_host', 'inventory_dir',
-                                                                         'inventory_file']
+    others = sorted(k for k in web if not k.startswith('kvm_guest_'))
+    assert others == ['ansible_host', 'inventory_dir', 'inventory_file']
     db = inventory.get_host('db').vars
     assert db['kvm_guest_node'] == 'kvm-b.example.com' and db['kvm_guest_also_on'] == ['kvm-a']
     assert 'ansible_host' not in db      # no agent: no address, none invented
