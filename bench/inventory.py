@@ -120,8 +120,8 @@ def measure(lab, inventory, sizes, runs, settle, samples, directory):
                 load = settle()
                 for label, call in variants[shift:] + variants[:shift]:
                     samples.add(group, label, call(), rnd, load)
-            print('  %s: %s' % (group, ', '.join('%s %.0f ms' % (label, samples.summary(group, label)['median'])
-                                                  for label, _call in variants)), flush=True)
+            medians = ['%s %.0f ms' % (label, samples.summary(group, label)['median']) for label, _call in variants]
+            print('  %s: %s' % (group, ', '.join(medians)), flush=True)
     finally:
         guests.destroy()
 
@@ -149,7 +149,7 @@ def main(quick=False, out_dir=common.RESULTS):
     chart = BarChart('ansible-inventory --list with hvops.kvm.guests (lower is better)', ' ms',
                      [BASELINE, FACTS, GATHER], note='median; whiskers: fastest and slowest; lab nodes over SSH; '
                                                      'guests: paused TCG QEMUs of 16 MiB')
-    for group in [g for g in dict.fromkeys(r['group'] for r in samples.records)]:
+    for group in list(dict.fromkeys(r['group'] for r in samples.records)):
         for label in (BASELINE, FACTS, GATHER):
             summary = samples.summary(group, label)
             ratio = samples.ratio(group, label, BASELINE)
