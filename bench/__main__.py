@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-NAMES = ('monitor', 'instance_start', 'node_facts', 'migration', 'migration_tls', 'maintain')
+NAMES = ('monitor', 'instance_start', 'node_facts', 'inventory', 'migration', 'migration_tls', 'maintain')
 
 
 def main(argv=None):
