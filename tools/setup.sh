@@ -13,7 +13,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-debs=(qemu-system-x86 qemu-utils socat iproute2 nasm openssh-server openssh-client python3-venv shellcheck python3-apt systemd-container)
+debs=(qemu-system-x86 qemu-utils socat iproute2 nasm xorriso openssh-server openssh-client python3-venv shellcheck python3-apt systemd-container)
 missing=()
 for pkg in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

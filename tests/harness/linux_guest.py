@@ -19,9 +19,12 @@ import glob
 import gzip
 import hashlib
 import io
+import json
 import lzma
 import os
+import random
 import shutil
+import socket
 import stat
 import struct
 import subprocess
@@ -407,6 +410,97 @@ def build_linux_guest(variant='normal', out_dir=None, deb_cache=DEB_CACHE):
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return LinuxGuest(kernel, initrd)
+
+
+# ------------------------------------------------------------ using it
+
+def qemu_args(guest, append_extra='', agent_socket=None):
+    """QEMU arguments booting guest (a LinuxGuest): -kernel, -initrd, -append
+    KERNEL_APPEND (plus append_extra), and with agent_socket a virtio-serial
+    port org.qemu.guest_agent.0 on a unix socket QEMU listens on there."""
+    args = ['-kernel', guest.kernel, '-initrd', guest.initrd,
+            '-append', ('%s %s' % (KERNEL_APPEND, append_extra)).strip()]
+    if agent_socket:
+        args += ['-chardev', 'socket,path=%s,server=on,wait=off,id=qga0' % agent_socket,
+                 '-device', 'virtio-serial', '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0']
+    return args
+
+
+def seed_iso(path, meta_data, user_data=None, network_config=None):
+    """Write a NoCloud seed (ISO 9660, volume label cidata, Joliet and Rock
+    Ridge) at path with xorriso, from the files' texts; return path (mode 0644).
+    Attach it read-only: -drive file=PATH,format=raw,if=virtio,readonly=on."""
+    xorriso = shutil.which('xorriso')
+    if xorriso is None:
+        raise LinuxGuestBuildError('xorriso not found on PATH; it makes the cloud-init seed (apt-get install xorriso)')
+    files = tempfile.mkdtemp(prefix='.seed-', dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        for name, text in (('meta-data', meta_data), ('user-data', user_data), ('network-config', network_config)):
+            if text is not None:
+                with open(os.path.join(files, name), 'w') as handle:
+                    handle.write(text)
+        _run([xorriso, '-as', 'mkisofs', '-quiet', '-V', 'cidata', '-J', '-r', '-o', path, files])
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
+    os.chmod(path, 0o644)
+    return path
+
+
+class GuestAgentClient:
+    """qemu-ga's protocol on the host end of the agent's unix socket: each
+    command after a guest-sync-delimited, whose reply follows a 0xFF byte."""
+
+    def __init__(self, path, timeout=10.0):
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        self._sock.connect(path)
+        self._pending = b''
+
+    def _send(self, command, arguments=None):
+        request = {'execute': command}
+        if arguments is not None:
+            request['arguments'] = arguments
+        self._sock.sendall(json.dumps(request).encode() + b'\n')
+
+    def _line(self):
+        while b'\n' not in self._pending:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise EOFError('guest agent socket closed')
+            self._pending += chunk
+        line, self._pending = self._pending.split(b'\n', 1)
+        return line
+
+    def sync(self, sync_id=None):
+        """guest-sync-delimited: drop what came before the 0xFF; the id echoed."""
+        sync_id = random.randint(1, 2 ** 31) if sync_id is None else sync_id
+        self._pending = b''
+        self._send('guest-sync-delimited', {'id': sync_id})
+        while True:
+            while b'\xff' not in self._pending:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise EOFError('guest agent socket closed')
+                self._pending += chunk
+            self._pending = self._pending.split(b'\xff', 1)[1]
+            reply = json.loads(self._line())
+            if reply.get('return') == sync_id:
+                return sync_id
+
+    def execute(self, command, arguments=None, reply=True):
+        """The command's 'return' (RuntimeError on 'error'); reply=False for
+        those that answer nothing on success (guest-shutdown)."""
+        self.sync()
+        self._send(command, arguments)
+        if not reply:
+            return None
+        answer = json.loads(self._line())
+        if 'error' in answer:
+            raise RuntimeError('guest agent %s failed: %s' % (command, answer['error']))
+        return answer['return']
+
+    def close(self):
+        self._sock.close()
 
 
 def main(argv=None):
