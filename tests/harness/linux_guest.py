@@ -74,8 +74,8 @@ def _run(argv, cwd=None):
     except OSError as error:
         raise LinuxGuestBuildError('cannot run %s: %s' % (argv[0], error)) from error
     if done.returncode != 0:
-        raise LinuxGuestBuildError('%s failed (exit %d): %s' % (' '.join(argv), done.returncode,
-                                                                 done.stderr.decode(errors='replace').strip()))
+        message = done.stderr.decode(errors='replace').strip()
+        raise LinuxGuestBuildError('%s failed (exit %d): %s' % (' '.join(argv), done.returncode, message))
     return done.stdout.decode(errors='replace')
 
 
