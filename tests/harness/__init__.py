@@ -5,6 +5,8 @@
 * system: what the tests need of this machine (programs, /dev/kvm, the QEMU
   user) and files and directories that user can reach;
 * guest: the test guest's disk images (tests/guest/guest.asm, built with nasm);
+* linux_guest: the Linux test guest (tests/linux_guest/: Debian kernel, busybox
+  initramfs with qemu-ga and dropbear), seed ISOs, a guest agent client;
 * raw_qemu: QEMU run directly, its serial console and QMP on plain sockets;
 * qemu_procs: finding, killing and reading the QEMUs of a run_dir;
 * ansible_run: real ``ansible`` and ``ansible-playbook`` runs, results as JSON;

@@ -154,15 +154,18 @@ class RawQemu:
     workdir; start() connects both, then lets the guest run, so no output is lost."""
 
     def __init__(self, workdir, image, accel='tcg', memory=32, machine='pc', drive_if='ide', extra_args=()):
+        """image: a raw disk, attached with snapshot=on; None for none (e.g. a
+        kernel and initrd in extra_args)."""
         self.workdir = workdir
         self.serial_path = os.path.join(workdir, 'serial.sock')
         self.qmp_path = os.path.join(workdir, 'qmp.sock')
         self.stderr_path = os.path.join(workdir, 'qemu.stderr')
         self.argv = [require_binary(QEMU), '-S', '-display', 'none', '-nodefaults', '-no-user-config',
-                     '-machine', machine, '-accel', accel, '-m', str(memory),
-                     '-drive', 'file=%s,format=raw,if=%s,snapshot=on' % (image, drive_if),
-                     '-serial', 'unix:%s,server=on,wait=off' % self.serial_path,
-                     '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path] + list(extra_args)
+                     '-machine', machine, '-accel', accel, '-m', str(memory)]
+        if image is not None:
+            self.argv += ['-drive', 'file=%s,format=raw,if=%s,snapshot=on' % (image, drive_if)]
+        self.argv += ['-serial', 'unix:%s,server=on,wait=off' % self.serial_path,
+                      '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path] + list(extra_args)
         self.proc = None
         self.qmp = None
         self.serial = None
