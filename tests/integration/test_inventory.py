@@ -225,7 +225,8 @@ def test_states_filters_and_constructed_options(lab, lab_guests):
     assert sorted(data['kvm_guests']['hosts']) == ['inv-b']
     assert members(data, 'accel_tcg') == ['inv-b']
     assert 'kvm_state_running' not in data
-    assert data['_meta']['hostvars']['inv-b']['guest_mib'] == 32
+    # (ansible-core before 2.19 templates compose to text unless jinja2_native is on.)
+    assert int(data['_meta']['hostvars']['inv-b']['guest_mib']) == 32
 
 
 def test_ansible_reaches_a_guest_through_the_inventory(lab, lab_guests):
