@@ -54,7 +54,7 @@ def start(node, args):
 
 def agent_facts(node, timeout=3):
     done = run_adhoc(node.inventory, FACTS, {'run_dir': node.run_dir, 'gather_subset': ['agent'],
-                                            'agent_timeout': timeout})
+                                             'agent_timeout': timeout})
     assert done.rc == 0, done.result()
     return done.result()['ansible_facts']['kvm_node']['instances']
 

@@ -264,6 +264,6 @@ def test_disk_writer(prerequisites, workdir, qemus):
     qemu.qmp.execute('system_powerdown')
     assert_powered_off(qemu, 'powerdown by acpi')
     with open(disk, 'rb') as handle:
-        blocks = [handle.read(4096) for _ in range(3)]
+        blocks = [handle.read(4096) for _block in range(3)]
     for number, block in enumerate(blocks, 1):
         assert block.startswith(b'hvops-disk-writer %d\n' % number), block[:40]
