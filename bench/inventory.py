@@ -17,7 +17,6 @@ side in rounds (the order rotating): ``ansible-inventory -i nodes -i guests.yml
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,8 +25,7 @@ from bench import common
 from bench.common import BarChart, Samples, Settler, Table, fmt
 from tests.harness import VENV_BIN
 from tests.harness.ansible_run import ansible_env, run_adhoc
-from tests.harness.lab import Lab, require_lab_prerequisites
-from tests.harness.qemu_procs import qemu_processes_under, wait_until
+from tests.harness.lab import Lab, clear_guests, require_lab_prerequisites
 
 NAME = 'inventory'
 TITLE = 'Inventory plugin (hvops.kvm.guests)'
@@ -66,19 +64,7 @@ class LabGuests:
             self.started[node].append(name)
 
     def destroy(self):
-        for host in self.lab.hosts:
-            for pid, _argv in qemu_processes_under(host.run_dir):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            wait_until(lambda run_dir=host.run_dir: not qemu_processes_under(run_dir), 10)
-            names = self.started.get(host.name, [])
-            for sub in [os.path.join(host.run_dir, s) for s in ('pid', 'ctrl', 'conf', 'lock')] + \
-                    [os.path.join(host.state_dir, 'guests')]:
-                for entry in os.listdir(sub) if os.path.isdir(sub) else []:
-                    if entry.split('.')[0] in names:
-                        os.unlink(os.path.join(sub, entry))
+        clear_guests(self.lab, [name for names in self.started.values() for name in names])
 
 
 def configs(directory, nodes_pattern, inventory):

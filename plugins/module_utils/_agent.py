@@ -31,7 +31,7 @@ import subprocess
 import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import KvmError
-from ansible_collections.hvops.kvm.plugins.module_utils._qmp import find_socat
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import connect_socat, find_socat, reap_socat
 
 DEFAULT_TIMEOUT = 3.0
 DELIMITER = b'\xff'
@@ -40,7 +40,6 @@ MAX_REPLY = 256 * 1024
 # {"return": 2147483647} and a little room.
 SYNC_REPLY = 256
 READ_SIZE = 65536
-CLOSE_GRACE = 1.0
 # What facts accept from an agent.
 MAX_INTERFACES = 64
 MAX_ADDRESSES = 64
@@ -86,10 +85,7 @@ class AgentSession:
             socat = find_socat(self.socat)
         except KvmError as err:
             raise AgentError(err.msg, instance=self.instance) from None
-        self._proc = subprocess.Popen(
-            [socat, '-t', '0', '-', 'UNIX-CONNECT:%s' % self.socket_path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            bufsize=0, close_fds=True, env=dict(os.environ, LC_ALL='C'))
+        self._proc = connect_socat(socat, self.socket_path, stderr=subprocess.DEVNULL)
         try:
             self._sync()
         except BaseException:
@@ -99,20 +95,8 @@ class AgentSession:
 
     def close(self):
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            for stage in (proc.stdin.close, proc.terminate, proc.kill):
-                try:
-                    stage()
-                    proc.wait(timeout=CLOSE_GRACE)
-                    break
-                except (OSError, subprocess.TimeoutExpired):
-                    pass
-            else:
-                proc.wait()
-        finally:
-            proc.stdout.close()
+        if proc is not None:
+            reap_socat(proc)
 
     # -- exchanges ---------------------------------------------------------
     def execute(self, command, arguments=None, timeout=None):

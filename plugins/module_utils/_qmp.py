@@ -63,6 +63,41 @@ def find_socat(path=None):
     return os.path.abspath(found)
 
 
+def connect_socat(socat, socket_path, stderr=subprocess.PIPE):
+    """A socat child whose stdin and stdout are the unix socket at socket_path."""
+    return subprocess.Popen(
+        [socat, '-t', '0', '-', 'UNIX-CONNECT:%s' % socket_path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+        bufsize=0, close_fds=True, env=dict(os.environ, LC_ALL='C'))
+
+
+def reap_socat(proc):
+    """End a socat child: close its stdin, then terminate, kill and reap it.
+    Returns what is left on its stderr pipe (b'' without one)."""
+    left = b''
+    try:
+        for stage in (proc.stdin.close, proc.terminate, proc.kill):
+            try:
+                stage()
+                proc.wait(timeout=CLOSE_GRACE)
+                break
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        else:
+            proc.wait()
+        if proc.stderr is not None:
+            left = proc.stderr.read()
+    except BaseException:  # interrupted: still leave no socat behind
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    return left
+
+
 class QmpSession:
     """A QMP session over socat; use as a context manager or open()/close()."""
 
@@ -110,10 +145,7 @@ class QmpSession:
         if not os.path.exists(self.socket_path):
             raise self._error(MonitorError, 'QMP socket %s does not exist (is the instance running?)'
                               % self.socket_path)
-        self._proc = subprocess.Popen(
-            [socat, '-t', '0', '-', 'UNIX-CONNECT:%s' % self.socket_path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            bufsize=0, close_fds=True, env=dict(os.environ, LC_ALL='C'))
+        self._proc = connect_socat(socat, self.socket_path)
         self._poll = select.poll()
         self._poll.register(self._proc.stdout.fileno(), select.POLLIN)
         self._poll.register(self._proc.stderr.fileno(), select.POLLIN)
@@ -141,24 +173,7 @@ class QmpSession:
         if proc is None:
             return
         self._closed_why = self._closed_why or 'closed'
-        try:
-            for stage in (proc.stdin.close, proc.terminate, proc.kill):
-                try:
-                    stage()
-                    proc.wait(timeout=CLOSE_GRACE)
-                    break
-                except (OSError, subprocess.TimeoutExpired):
-                    pass
-            else:
-                proc.wait()
-            self._stderr = (self._stderr + proc.stderr.read())[-STDERR_LIMIT:]
-        except BaseException:  # interrupted: still leave no socat behind
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            proc.stdout.close()
-            proc.stderr.close()
+        self._stderr = (self._stderr + reap_socat(proc))[-STDERR_LIMIT:]
 
     # -- commands and events ----------------------------------------------
     def execute(self, command, arguments=None, timeout=None):

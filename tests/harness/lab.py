@@ -26,6 +26,7 @@ import os
 import pytest
 
 from tests.harness import REPO
+from tests.harness.qemu_procs import kill_qemu_under
 from tools import lab as lab_tool
 
 LAB_TOOL = os.path.join(REPO, 'tools', 'lab.py')
@@ -78,3 +79,19 @@ def inventory_with_tls(lab, pki):
     with open(path, 'w') as handle:
         json.dump(inventory, handle, indent=1)
     return path
+
+
+# Where a guest's files lie in a lab host's run_dir, besides state_dir/guests.
+GUEST_SUBDIRS = ('pid', 'ctrl', 'conf', 'lock', 'seed', 'ifup')
+
+
+def clear_guests(lab, names):
+    """Kill every QEMU of the lab's run_dirs and remove the files of the
+    guests ``names`` (NAME.* and NAME-*) there and in the state_dirs."""
+    for host in lab.hosts:
+        kill_qemu_under(host.run_dir)
+        for path in [os.path.join(host.run_dir, sub) for sub in GUEST_SUBDIRS] + \
+                [os.path.join(host.state_dir, 'guests')]:
+            for entry in os.listdir(path) if os.path.isdir(path) else []:
+                if any(entry.startswith(name + '.') or entry.startswith(name + '-') for name in names):
+                    os.unlink(os.path.join(path, entry))

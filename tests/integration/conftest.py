@@ -17,15 +17,13 @@ harness (tests/harness/).
 """
 import os
 import shutil
-import signal
 import tempfile
 
 import pytest
 
 from tests.harness.guest import DEFAULT_DIRTY_MIB, build_image
-from tests.harness.lab import lab_session
+from tests.harness.lab import clear_guests, lab_session
 from tests.harness.nodes import LocalNode
-from tests.harness.qemu_procs import qemu_processes_under, wait_until
 from tests.harness.raw_qemu import RawQemu
 from tests.harness.system import give_to_qemu, reachable_dir, require_binary, require_kvm
 
@@ -129,16 +127,5 @@ def lab_guest(lab, guest_image):
     shutil.copyfile(guest_image('normal'), disk)
     give_to_qemu(disk)
     yield disk
-    for host in lab.hosts:
-        for pid, _argv in qemu_processes_under(host.run_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        wait_until(lambda run_dir=host.run_dir: not qemu_processes_under(run_dir), 10)
-        for path in [os.path.join(host.run_dir, sub) for sub in ('pid', 'ctrl', 'conf', 'ifup')] + \
-                [os.path.join(host.state_dir, 'guests')]:
-            for entry in os.listdir(path) if os.path.isdir(path) else []:
-                if entry.startswith('vm1.') or entry.startswith('vm1-'):
-                    os.unlink(os.path.join(path, entry))
+    clear_guests(lab, ['vm1'])
     shutil.rmtree(shared, ignore_errors=True)

@@ -16,7 +16,6 @@ end, and the guests' files removed.
 import json
 import os
 import shutil
-import signal
 import subprocess
 
 import pytest
@@ -25,8 +24,8 @@ from tests.harness import REPO, VENV_BIN
 from tests.harness.ansible_run import ansible_env, run_adhoc, run_playbook
 from tests.harness.guest import build_image
 from tests.harness.linux_guest import build_linux_guest
-from tests.harness.lab import inventory_with_tls
-from tests.harness.qemu_procs import SerialRecorder, qemu_processes_under, wait_until
+from tests.harness.lab import clear_guests, inventory_with_tls
+from tests.harness.qemu_procs import SerialRecorder, qemu_processes_under
 from tests.harness.system import give_to_qemu, require_binary
 from tests.harness.tls_pki import Pki
 
@@ -87,18 +86,7 @@ def lab_guests(lab):
         assert 'sshd: started' in lines and 'cloud-init: address=eth0 %s/24' % ADDRESS in lines, lines
         yield {'guests': dict(GUESTS), 'inventory': inventory, 'dir': shared}
     finally:
-        for host in lab.hosts:
-            for pid, _argv in qemu_processes_under(host.run_dir):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            wait_until(lambda run_dir=host.run_dir: not qemu_processes_under(run_dir), 10)
-            for path in [os.path.join(host.run_dir, sub) for sub in ('pid', 'ctrl', 'conf', 'lock', 'seed')] + \
-                    [os.path.join(host.state_dir, 'guests')]:
-                for entry in os.listdir(path) if os.path.isdir(path) else []:
-                    if entry.split('.')[0] in GUESTS:
-                        os.unlink(os.path.join(path, entry))
+        clear_guests(lab, GUESTS)
         if console is not None:
             console.stop()
         for node in BRIDGE_ADDRESS:
