@@ -9,7 +9,7 @@ Check mode runs only ``plan``, so its prediction is the real run's decision.
 
 import shlex
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _qemu, _qemu_user
+from ansible_collections.hvops.kvm.plugins.module_utils import _qemu, _qemu_user, _seed
 from ansible_collections.hvops.kvm.plugins.module_utils._cmdline import vnc_has_password
 from ansible_collections.hvops.kvm.plugins.module_utils._resources import check_resources
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError, ValidationError
@@ -124,6 +124,9 @@ class Reconciler:
                 # Everything this node can check is checked before the
                 # definition is stored or QEMU started.
                 check_host_files(spec, self.instance.qemu_user)
+                if will_start and spec['cloud_init']:
+                    # Its seed is made at start: refuse before anything is written.
+                    _seed.find_tool()
                 check_resources(spec, self.cpu_models(qemu_info) if spec['cpu_model'] else None)
                 self._check_conflicts(spec)
         password = self.params.get('vnc_password')

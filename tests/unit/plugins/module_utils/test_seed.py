@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _seed
-from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import MissingBinaryError, ValidationError
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec, shown, upgraded
 
 KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0vS1H1ZyUOwWfXDt7W6kq0w5aXaGq1sU8m6fQe4ycu ops@example'
@@ -108,3 +108,21 @@ def test_old_specs_compare_equal_after_upgrade():
     spec = normalize_spec('g1', {'memory': 64})
     old = dict((k, v) for k, v in spec.items() if k not in ('guest_agent', 'cloud_init'))
     assert upgraded(old) == spec and upgraded(None) is None
+
+
+def test_no_iso_maker_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(_seed, 'TOOL_DIRS', ())
+    monkeypatch.setenv('PATH', '/nonexistent')
+    with pytest.raises(MissingBinaryError) as err:
+        _seed.find_tool()
+    assert 'install xorriso' in err.value.msg
+
+
+def test_the_first_iso_maker_found_is_used(monkeypatch, tmp_path):
+    for program in ('genisoimage', 'xorriso'):
+        path = tmp_path / program
+        path.write_text('#!/bin/sh\n')
+        path.chmod(0o755)
+    monkeypatch.setattr(_seed, 'TOOL_DIRS', ())
+    monkeypatch.setenv('PATH', str(tmp_path))
+    assert _seed.find_tool() == [str(tmp_path / 'xorriso'), '-as', 'mkisofs']
