@@ -5,8 +5,8 @@
 #   tools/matrix.sh [--integration "LINE..."] LINE...
 #
 # For each LINE (e.g. 2.16): its venv build/venv-coreLINE from
-# tests/requirements/core-LINE.txt (tools/setup.sh LINE), `ansible-test sanity`
-# of that line from that venv (tools/sanity.sh --ansible-venv), and the unit
+# tests/requirements/core-LINE.txt (tools/setup.sh LINE), the line-dependent
+# tests of `ansible-test sanity` from that venv (tools/sanity.sh --ansible-venv), and the unit
 # tests under its ansible-core; for the lines given with --integration also the
 # integration subset listed in tests/integration/matrix.txt, with that venv's
 # ansible and ansible-playbook (tests/harness/ansible_run.py takes those of
@@ -48,6 +48,11 @@ timed() {
     times+=("$(printf '%-28s %4d s' "$what" $((SECONDS - start)))")
 }
 
+# The sanity tests whose verdict depends on the ansible-core line (documentation,
+# argument specs, imports, the Pythons it supports); the style tests (pep8,
+# pylint, shellcheck, yamllint, ...) run with the newest line in `make sanity`.
+line_sanity=(--test action-plugin-docs --test ansible-doc --test compile --test import --test validate-modules)
+
 subset=()
 while read -r entry; do
     case "$entry" in "" | "#"*) continue ;; esac
@@ -57,7 +62,7 @@ done < tests/integration/matrix.txt
 for line in "${lines[@]}"; do
     venv=build/venv-core$line
     "$venv/bin/ansible" --version | head -n 1
-    timed "ansible-core $line sanity" tools/sanity.sh --ansible-venv "$venv"
+    timed "ansible-core $line sanity" tools/sanity.sh --ansible-venv "$venv" "${line_sanity[@]}"
     timed "ansible-core $line units" "$venv/bin/python" -m pytest -q tests/unit
     case " ${integration[*]} " in
         *" $line "*)

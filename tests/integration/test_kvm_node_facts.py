@@ -147,7 +147,7 @@ def test_an_empty_node_ad_hoc_matches_proc_and_touches_nothing(node):
     kvm_node = facts(node)
     assert not os.path.exists(node.run_dir) and not os.path.exists(node.state_dir), 'facts must not create run_dir or state_dir'
     assert kvm_node['run_dir'] == node.run_dir
-    assert kvm_node['gather_subset'] == ['cpu', 'hypervisor', 'instances', 'memory']
+    assert kvm_node['gather_subset'] == ['agent', 'cpu', 'hypervisor', 'instances', 'memory']
     assert kvm_node['instances'] == {}
 
     memory, proc = kvm_node['memory'], meminfo()

@@ -95,7 +95,7 @@ def test_second_run_changes_nothing_and_check_mode_touches_nothing(play, tmp_pat
     first = run_playbook(inventory, book)
     assert first.rc == 0, first
     assert changed_tasks(first) == changes and stats(first)['failures'] == 0
-    assert task(first, 'Install QEMU, qemu-utils and socat')['changed'] is False
+    assert task(first, 'Install QEMU, qemu-utils, socat and xorriso')['changed'] is False
     assert os.stat(run_dir).st_mode & 0o777 == 0o711
     assert os.stat(str(tmp_path / 'state')).st_mode & 0o777 == 0o700
     unit = str(tmp_path / 'systemd' / 'hvops-kvm-guests.service')

@@ -1,13 +1,13 @@
 """The Linux test guest (tests/linux_guest/) in real QEMU under TCG: its
 console contract, the NoCloud seed, qemu-ga, dropbear and power-off, and the
-agent-silent, agent-flood and disk-writer variants."""
+disk-writer variant. (The agent-silent and agent-flood variants are met through
+the collection, in test_guest_agent.py.)"""
 import os
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -213,41 +213,6 @@ def test_no_seed_cmdline_address_and_guest_shutdown(prerequisites, workdir, qemu
         assert_powered_off(qemu, 'powerdown by agent')
     finally:
         client.close()
-
-
-def test_agent_silent_and_acpi_powerdown(prerequisites, workdir, qemus):
-    qemus.append(boot(workdir, 'agent-silent'))
-    qemu = qemus[-1]
-    console(qemu, READY)
-    assert 'agent: silent' in qemu.serial.lines
-    client = GuestAgentClient(os.path.join(workdir, 'qga.sock'), timeout=2.0)
-    try:
-        with pytest.raises(socket.timeout):
-            client.sync()
-    finally:
-        client.close()
-    qemu.qmp.execute('system_powerdown')
-    assert_powered_off(qemu, 'powerdown by acpi')
-
-
-def test_agent_flood(prerequisites, workdir, qemus):
-    qemus.append(boot(workdir, 'agent-flood'))
-    qemu = qemus[-1]
-    console(qemu, READY)
-    assert 'agent: flooding' in qemu.serial.lines
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(os.path.join(workdir, 'qga.sock'))
-        sock.settimeout(0.2)
-        got, newlines = 0, 0
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                continue
-            got += len(chunk)
-            newlines += chunk.count(b'\n')
-    assert got >= 64 * 1024 and newlines == 0, (got, newlines)
 
 
 def test_disk_writer(prerequisites, workdir, qemus):
