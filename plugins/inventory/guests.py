@@ -264,7 +264,7 @@ STATE_RANK = {
     'crashed': 2,
     'stopped': 3,
 }
-AGENT_STATUSES = ('ok', 'no-answer', 'bad-answer', 'off')
+AGENT_STATUSES = ('ok', 'no-answer', 'bad-answer', 'off', 'down')
 OS_KEYS = ('id', 'name', 'pretty_name', 'version', 'version_id', 'kernel_release', 'machine')
 MAX_INSTANCES = 4096
 MAX_INTERFACES = 64

@@ -100,6 +100,7 @@ def test_the_agent_facts_are_checked_field_by_field():
         {'address': 'fe80::1', 'prefix': 64, 'family': 'ipv6'}]
     assert clean_agent({'status': 'hacked'}) is None and clean_agent('ok') is None
     assert clean_agent({'status': 'off'})['interfaces'] == []
+    assert clean_agent({'status': 'down', 'error': 'the guest is stopped'})['status'] == 'down'
 
 
 def test_sizes_are_bounded():
