@@ -25,7 +25,7 @@ import shutil
 import tempfile
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
-    MissingBinaryError, ProcessError, ValidationError)
+    MissingBinaryError, ProcessError, StateError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._files import remove_quietly
 
 KEYS = ('hostname', 'ssh_authorized_keys', 'users', 'password_hash', 'password_user',
@@ -208,10 +208,19 @@ def build(run, documents, seed_path, work_dir, qemu_user=None, instance=None):
     user only (and root). ``work_dir`` is a private directory for the files
     the image is made from. Nothing is left behind on failure."""
     tool = find_tool()
-    source = tempfile.mkdtemp(prefix='.seed-', dir=work_dir)
-    fd, image = tempfile.mkstemp(prefix='.' + os.path.basename(seed_path) + '.', dir=os.path.dirname(seed_path))
-    os.close(fd)
     try:
+        _build(run, tool, documents, seed_path, work_dir, qemu_user, instance)
+    except OSError as err:
+        raise StateError('could not make the cloud-init seed image %s: %s' % (seed_path, err.strerror or err),
+                         instance=instance)
+
+
+def _build(run, tool, documents, seed_path, work_dir, qemu_user, instance):
+    source = tempfile.mkdtemp(prefix='.seed-', dir=work_dir)
+    image = None
+    try:
+        fd, image = tempfile.mkstemp(prefix='.' + os.path.basename(seed_path) + '.', dir=os.path.dirname(seed_path))
+        os.close(fd)
         for key in DOCUMENTS:
             if documents.get(key) is not None:
                 with open(os.path.join(source, FILE_NAMES[key]), 'w', encoding='utf-8') as handle:
@@ -227,7 +236,8 @@ def build(run, documents, seed_path, work_dir, qemu_user=None, instance=None):
             os.chmod(image, 0o600)
         os.rename(image, seed_path)
     except BaseException:
-        remove_quietly(image)
+        if image is not None:
+            remove_quietly(image)
         raise
     finally:
         shutil.rmtree(source, ignore_errors=True)

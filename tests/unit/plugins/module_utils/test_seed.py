@@ -1,9 +1,12 @@
 """cloud_init normalisation and the YAML the seed carries (read back with PyYAML)."""
+import os
+
 import pytest
 import yaml
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _seed
-from ansible_collections.hvops.kvm.plugins.module_utils._errors import MissingBinaryError, ValidationError
+from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
+    MissingBinaryError, ProcessError, StateError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec, shown, upgraded
 
 KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0vS1H1ZyUOwWfXDt7W6kq0w5aXaGq1sU8m6fQe4ycu ops@example'
@@ -126,3 +129,25 @@ def test_the_first_iso_maker_found_is_used(monkeypatch, tmp_path):
     monkeypatch.setattr(_seed, 'TOOL_DIRS', ())
     monkeypatch.setenv('PATH', str(tmp_path))
     assert _seed.find_tool() == [str(tmp_path / 'xorriso'), '-as', 'mkisofs']
+
+
+def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(_seed, 'find_tool', lambda: ['/usr/bin/xorriso', '-as', 'mkisofs'])
+    work, seeds = tmp_path / 'conf', tmp_path / 'seed'
+    work.mkdir()
+    seeds.mkdir()
+    calls = []
+
+    def failing(argv):
+        calls.append(argv)
+        assert sorted(os.listdir(argv[-1])) == ['meta-data', 'user-data']
+        return 1, '', 'xorriso : FAILURE : no space left'
+
+    docs = _seed.normalize({'hostname': 'web1'}, 'g1')
+    with pytest.raises(ProcessError) as err:
+        _seed.build(failing, docs, str(seeds / 'g1.iso'), str(work))
+    assert 'no space left' in err.value.msg and calls[0][-5:-1] == ['-V', 'cidata', '-J', '-r']
+    assert os.listdir(str(work)) == [] and os.listdir(str(seeds)) == []
+    with pytest.raises(StateError) as err:
+        _seed.build(failing, docs, str(seeds / 'g1.iso'), str(tmp_path / 'missing'))
+    assert 'could not make the cloud-init seed image' in err.value.msg
