@@ -373,7 +373,7 @@ def clean_instance(name, entry):
         return None, 'its facts name another instance'
     state = entry.get('state')
     if not isinstance(state, str) or state not in STATE_RANK:
-        return None, 'unknown state %r' % (_string(state, 32) if isinstance(state, str) else type(state).__name__)
+        return None, 'unknown state %r' % (_string(state, 32) if isinstance(state, str) else state.__class__.__name__)
     guest = {'name': name, 'state': state}
     for key in INT_FIELDS:
         guest[key] = _integer(entry.get(key))
@@ -397,7 +397,7 @@ def clean_node_facts(facts):
         raise ValueError('it reports %d instances, more than %d' % (len(instances), MAX_INSTANCES))
     node = {'run_dir': _path(facts.get('run_dir')), 'state_dir': _path(facts.get('state_dir')), 'instances': {}}
     problems = []
-    for name in sorted(instances, key=lambda key: (type(key).__name__, str(key))):
+    for name in sorted(instances, key=lambda key: (key.__class__.__name__, str(key))):
         guest, why = clean_instance(name, instances[name])
         if guest is None:
             shown = _string(name, 80) if isinstance(name, str) else None
