@@ -268,11 +268,16 @@ def _address(entry, interface):
     return {'address': str(address), 'prefix': prefix, 'family': 'ipv%d' % family}
 
 
+def no_facts(status, error=None):
+    """The agent facts of a guest whose agent said nothing, with why (status, error)."""
+    return {'status': status, 'error': error, 'hostname': None, 'os': None, 'interfaces': []}
+
+
 def agent_facts(socket_path, instance=None, timeout=DEFAULT_TIMEOUT, socat=None):
     """What a guest's agent says about it: {status, error, hostname, os,
     interfaces}. Never raises for what the agent does: status is ``ok``,
     ``no-answer`` or ``bad-answer`` (with ``error`` saying why)."""
-    facts = {'status': 'ok', 'error': None, 'hostname': None, 'os': None, 'interfaces': []}
+    facts = no_facts('ok')
     try:
         with AgentSession(socket_path, instance=instance, timeout=timeout, socat=socat) as agent:
             facts['hostname'] = parse_hostname(agent.execute('guest-get-host-name'))
@@ -284,8 +289,7 @@ def agent_facts(socket_path, instance=None, timeout=DEFAULT_TIMEOUT, socat=None)
                     raise
                 # An agent without guest-get-osinfo (older than QEMU 2.10) still answers the rest.
     except AgentError as err:
-        facts.update(status='bad-answer' if err.kind == 'bad-answer' else 'no-answer', error=err.msg,
-                     hostname=None, os=None, interfaces=[])
+        return no_facts('bad-answer' if err.kind == 'bad-answer' else 'no-answer', err.msg)
     return facts
 
 

@@ -25,7 +25,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.hvops.kvm.plugins.module_utils import _identity, _qemu
-from ansible_collections.hvops.kvm.plugins.module_utils._agent import DEFAULT_TIMEOUT as AGENT_TIMEOUT, agent_facts
+from ansible_collections.hvops.kvm.plugins.module_utils._agent import DEFAULT_TIMEOUT as AGENT_TIMEOUT, agent_facts, no_facts
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     KvmError, MissingBinaryError, ProcessError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
@@ -37,7 +37,6 @@ from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIME
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS, lookup, user_of_uid
 from ansible_collections.hvops.kvm.plugins.module_utils._policy import load_policy
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
-from ansible_collections.hvops.kvm.plugins.module_utils._spec import upgraded
 
 SUBSETS = ('agent', 'cpu', 'hypervisor', 'instances', 'memory')
 VIRT_FLAGS = ('svm', 'vmx')
@@ -46,8 +45,6 @@ MAX_PARALLEL_MONITORS = 8
 # Seconds to wait for the monitor of an instance another run works on (it may
 # hold the monitor for a whole migration); its state is then reported unknown.
 BUSY_MONITOR_WAIT = 2.0
-# What an instance's agent facts are when its agent is not asked.
-AGENT_SILENT = {'status': None, 'error': None, 'hostname': None, 'os': None, 'interfaces': []}
 
 
 # -- gather_subset ---------------------------------------------------------------
@@ -277,7 +274,7 @@ def instance_facts(layout, name, run, uptime, held, monitor_timeout=DEFAULT_TIME
     version = runtime.get('qemu_version') if runtime else None
     record['qemu_version'] = _qemu.version_string(version) if version else None
     record['pending_restart'] = bool(runtime and definition is not None and
-                                     upgraded(runtime.get('spec')) != upgraded(definition))
+                                     runtime.get('spec') != definition)
     status = _identity.process_status(pid)
     if status is not None:
         record['user'] = user_of_uid(status['uid']) if status['uid'] is not None else None
@@ -307,13 +304,22 @@ def query_state(record, instance):
     return record
 
 
+def side_by_side(ask, pairs):
+    """ask(record, instance) for each pair, at most MAX_PARALLEL_MONITORS at once."""
+    if len(pairs) == 1:
+        ask(*pairs[0])
+    elif pairs:
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_MONITORS, len(pairs))) as pool:
+            list(pool.map(lambda pair: ask(*pair), pairs))
+
+
 def query_agent(record, instance, timeout):
     """The guest agent's facts of one instance (_agent.agent_facts), in record."""
     if not record.pop('_agent', False):
-        record['agent'] = dict(AGENT_SILENT, status='off')
+        record['agent'] = no_facts('off')
     elif record['state'] != 'running':
-        record['agent'] = dict(AGENT_SILENT, status='down',
-                               error='the guest is %s: only a running guest\'s agent can answer' % record['state'])
+        record['agent'] = no_facts('down', 'the guest is %s: only a running guest\'s agent can answer'
+                                   % record['state'])
     else:
         record['agent'] = agent_facts(instance.paths.agent, instance=record['name'], timeout=timeout,
                                       socat=instance.socat)
@@ -338,16 +344,11 @@ def scan_instances(layout, run, query=True, monitor_timeout=DEFAULT_TIMEOUT, soc
     observed = [instance_facts(layout, name, run, uptime, held, monitor_timeout, socat) for name in names]
     live = [(record, instance) for record, instance in observed
             if record['pid'] is not None and instance is not None]
-    if query and live:
-        if len(live) == 1:
-            query_state(*live[0])
-        else:
-            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_MONITORS, len(live))) as pool:
-                list(pool.map(lambda pair: query_state(*pair), live))
+    if query:
+        side_by_side(query_state, live)
     if query and agent_timeout is not None:
-        pairs = [(record, instance) for record, instance in observed if instance is not None]
-        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_MONITORS, len(pairs)))) as pool:
-            list(pool.map(lambda pair: query_agent(pair[0], pair[1], agent_timeout), pairs))
+        side_by_side(lambda record, instance: query_agent(record, instance, agent_timeout),
+                     [(record, instance) for record, instance in observed if instance is not None])
     records = [record for record, _instance in observed]
     problems = []
     for record in records:

@@ -24,7 +24,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     has_vnc_password, load_definition, save_definition, undefine)
 from ansible_collections.hvops.kvm.plugins.module_utils._states import DOWN, LIVE
 from ansible_collections.hvops.kvm.plugins.module_utils._spec import (
-    SPEC_DEFAULTS, check_host_files, disk_clash, normalize_spec, shown, upgraded)
+    SPEC_DEFAULTS, check_host_files, disk_clash, normalize_spec, shown)
 from ansible_collections.hvops.kvm.plugins.module_utils._values import seconds
 from ansible_collections.hvops.kvm.plugins.module_utils._values import vnc_password as check_vnc_password
 
@@ -94,7 +94,7 @@ class Reconciler:
         run_as = self.params.get('run_as') or _qemu_user.DEFAULT_RUN_AS
         self.known_user = _qemu_user.lookup(run_as)
         self.layout.verify(self.known_user)
-        stored = upgraded(load_definition(paths))
+        stored = load_definition(paths)
         stored_pol = stored_policy(paths, self.name)
         policy = None if state == 'absent' else self.desired_policy(stored_pol)
         status = self.instance.status()
@@ -169,7 +169,7 @@ class Reconciler:
 
     def _actions(self, plan):
         state, current = plan['state'], plan['current']
-        running_spec = upgraded((plan['runtime'] or {}).get('spec'))
+        running_spec = (plan['runtime'] or {}).get('spec')
         drift = current in LIVE and plan['spec'] is not None and running_spec is not None \
             and running_spec != plan['spec']
         plan['password_needs_restart'] = self._password_needs_restart(plan)

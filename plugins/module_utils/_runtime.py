@@ -20,6 +20,15 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateErro
 from ansible_collections.hvops.kvm.plugins.module_utils._files import read_json, remove_quietly, write_json
 
 RUNTIME_FORMAT = 1
+# Spec keys added after 0.2, with the value a spec written without them means:
+# both loaders fill them in, so a definition or runtime from before compares
+# equal to today's spec of the same guest (no change, no restart).
+ADDED_SPEC_KEYS = {'guest_agent': False, 'cloud_init': None}
+
+
+def upgraded(spec):
+    """A stored spec with the keys added since it was written; a non-dict as it is."""
+    return dict(ADDED_SPEC_KEYS, **spec) if isinstance(spec, dict) else spec
 
 
 def make_runtime(argv, spec, accel, qemu_version=None):
@@ -45,6 +54,7 @@ def load_runtime(paths, name=None):
     if not runtime_shape_ok(runtime):
         raise StateError('runtime file %s is not in a format this collection understands'
                          % paths.runtime, instance=name)
+    runtime['spec'] = upgraded(runtime['spec'])
     return runtime
 
 
@@ -72,7 +82,7 @@ def load_definition(paths):
     definition = read_json(paths.definition, 'definition')
     if definition is None and not os.path.lexists(paths.definition):
         definition = read_json(paths.legacy_definition, 'definition')
-    return definition
+    return upgraded(definition)
 
 
 def has_definition(paths):

@@ -19,7 +19,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import Validatio
 from ansible_collections.hvops.kvm.plugins.module_utils._extra_args import check_extra_args
 from ansible_collections.hvops.kvm.plugins.module_utils._identity import is_qemu_program
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import validate_name
-from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
+from ansible_collections.hvops.kvm.plugins.module_utils._runtime import ADDED_SPEC_KEYS, load_definition
 
 DISK_FORMATS = ('raw', 'qcow2')
 DISK_INTERFACES = ('virtio', 'ide', 'scsi')
@@ -61,13 +61,9 @@ SPEC_DEFAULTS = {
     'nics': [],
     'extra_args': [],
     'qemu_binary': None,
-    'guest_agent': False,
-    'cloud_init': None,
+    # guest_agent and cloud_init
+    **ADDED_SPEC_KEYS
 }
-# Keys added to the spec after 0.2, with the value a spec written without
-# them means: a definition or runtime from before compares equal to today's
-# spec of the same guest (no change, no restart).
-ADDED_KEYS = {'guest_agent': False, 'cloud_init': None}
 DISK_DEFAULTS = {'format': 'raw', 'interface': 'virtio', 'readonly': False, 'cache': None}
 NIC_DEFAULTS = {'type': 'user', 'bridge': None, 'mac': None, 'model': 'virtio'}
 
@@ -248,14 +244,6 @@ def normalize_spec(name, params):
     spec['qemu_binary'] = qemu_binary(spec['qemu_binary'], name)
     spec['cloud_init'] = _seed.normalize(spec['cloud_init'], name)
     return spec
-
-
-def upgraded(spec):
-    """A stored spec (definition or runtime) with the keys added since it
-    was written, at the values their absence means; None stays None."""
-    if not isinstance(spec, dict):
-        return spec
-    return dict(ADDED_KEYS, **spec)
 
 
 def shown(spec):

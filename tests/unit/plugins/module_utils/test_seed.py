@@ -7,7 +7,8 @@ import yaml
 from ansible_collections.hvops.kvm.plugins.module_utils import _seed
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MissingBinaryError, ProcessError, StateError, ValidationError)
-from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec, shown, upgraded
+from ansible_collections.hvops.kvm.plugins.module_utils._runtime import upgraded
+from ansible_collections.hvops.kvm.plugins.module_utils._spec import normalize_spec, shown
 
 KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0vS1H1ZyUOwWfXDt7W6kq0w5aXaGq1sU8m6fQe4ycu ops@example'
 HASH = '$6$rounds=4096$saltsalt$' + 'x' * 86
