@@ -6,6 +6,7 @@
 from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS
 from ansible_collections.hvops.kvm.plugins.module_utils._migration import PHASES, ROLES, run_phase
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings import DEFAULTS
+from ansible_collections.hvops.kvm.plugins.module_utils._storage_copy import STORAGE_MODES
 
 
 def _option(kind, **more):
@@ -53,6 +54,12 @@ ARGUMENT_SPEC = dict(
     role=_option('str', choices=list(ROLES)),
     peer_status=_option('dict'),
     local_status=_option('dict'),
+    storage=_option('str', choices=list(STORAGE_MODES), default=DEFAULTS['storage']),
+    storage_map=_option('dict'),
+    storage_bandwidth_mib=_defaulted('int', 'storage_bandwidth_mib'),
+    disks=_option('list', elements='dict'),
+    nbd=_option('dict'),
+    remove_source_disks=_defaulted('bool', 'remove_source_disks'),
     **HOST_ARGS
 )
 MODULE_OPTIONS = dict(

@@ -45,9 +45,10 @@ figures) and _migration_recover (which copy to keep).
 """
 
 import contextlib
+import os
 import time
 
-from ansible_collections.hvops.kvm.plugins.module_utils import _migration_tls, _qemu, _qemu_user
+from ansible_collections.hvops.kvm.plugins.module_utils import _migration_tls, _qemu, _qemu_user, _storage_copy
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MigrationError, MonitorError, StateError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._files import write_atomic
@@ -141,6 +142,7 @@ class Migration:
         and remove its files; the definition (with VNC password, policy and
         last state) too when the guest lives elsewhere (a VNC password without
         a definition always)."""
+        made = _storage_copy.created(self.instance.runtime())
         if silent_pid is None:
             self.instance.stop(mode='kill')
         elif not self.instance.kill(silent_pid):
@@ -148,12 +150,30 @@ class Migration:
                                  ' killed; take status again' % silent_pid, instance=self.name)
         if remove_definition or not has_definition(self.paths):
             undefine(self.paths)
+        # Only once its QEMU is dead: the images a copy migration made for it here.
+        _storage_copy.remove_images(made)
+
+    def end_mirrors(self):
+        """Abort the mirror jobs of a copy migration whose migrate phase was cut
+        off before it could (they would go on writing to the target)."""
+        if self.check_mode:
+            return
+        with self.instance.monitor() as qmp:
+            leftovers = _storage_copy.Mirrors.leftovers(qmp, self.name, self.params)
+            if leftovers is not None:
+                running = leftovers.abort()
+                self.warnings.append('mirror jobs of an interrupted copy migration were left here: %s' % (
+                    'cancelled' if not running else '%s still wait on their NBD connection and end once it'
+                    ' breaks' % ', '.join(running)))
 
     def adopt(self, record, runtime):
         """Make the live copy here the guest, running; the actions (only
         predicted in check mode). An incoming copy becomes this node's instance
         first: its definition, and a runtime that restarts it normally."""
         actions = ['define', 'write_runtime'] if record['incoming'] else []
+        exported = record['incoming'] and bool(_storage_copy.created(runtime))
+        if exported:
+            actions.append('stop_nbd_server')
         if record['kind'] != 'running':
             actions.append('resume')
         if self.check_mode:
@@ -170,6 +190,10 @@ class Migration:
             settled = make_runtime(argv, spec, runtime['accel'], runtime.get('qemu_version'))
             settled['started_at'] = runtime.get('started_at', settled['started_at'])
             settled['migrated_at'] = time.time()
+            if exported:
+                # Before the guest runs here: nothing else may write its disks.
+                with self.instance.monitor() as qmp:
+                    _storage_copy.unexport(qmp)
             save_runtime(self.paths, settled)
         if 'resume' in actions:
             with self.instance.monitor() as qmp:
@@ -186,7 +210,12 @@ class Migration:
         if problem:
             # What the copy here is goes with the refusal: the role decides from it.
             raise StateError(problem, instance=self.name, observed=record)
+        disks = None
+        if self.params['storage'] == 'copy':
+            with self.instance.monitor() as qmp:
+                disks = _storage_copy.describe(qmp, runtime['spec'])
         return {
+            'disks': disks,
             'pid': record['pid'],
             'run_state': record['run_state'],
             'runtime': runtime,
@@ -217,6 +246,12 @@ class Migration:
         given = self.params['runtime']
         runtime, spec = checked_runtime(self.name, given, self.params['qemu_binary'])
         definition = checked_definition(self.name, self.params['definition'], self.params['qemu_binary'])
+        copies = []
+        if self.params['storage'] == 'copy':
+            storage_map = _storage_copy.check_storage_map(self.params['storage_map'])
+            spec, definition, copies = _storage_copy.plan(self.name, spec, definition, self.params['disks'],
+                                                          storage_map)
+            runtime['spec'] = spec
         policy = None if self.params.get('policy') is None else checked_policy(self.params['policy'], self.name)
         address = listen_address(self.params['migration_address'], self.params['allow_any_address'])
         low, high = parse_port_range(self.params['migration_ports'])
@@ -228,7 +263,7 @@ class Migration:
         # The target's own QEMU, whatever binary the source runs.
         qemu = _qemu.query_binary(self.run, _qemu.find_qemu(spec['qemu_binary']))
         record, _old = self.observe()
-        offer = self._offer(spec, req, qemu, record)
+        offer = self._offer(spec, req, qemu, record, copies)
         problems = target_problems(self.name, req, offer)
         if req['vnc_password'] and self.params['vnc_password'] is None and \
                 self.instance.vnc_password() is None:
@@ -240,8 +275,9 @@ class Migration:
             self.warnings.append('the stored definition of %s here is replaced when the migration is'
                                  ' finalized' % self.name)
         result = {
-            'changed': True, 'actions': ['start_incoming'] + (['load_tls_credentials'] if tls_objects else []) +
-            ['listen'], 'tls': bool(tls_objects), 'tls_peer': self.params['tls_peer'] if tls_objects else None,
+            'changed': True, 'actions': (['create_images'] if copies else []) + ['start_incoming'] +
+            (['load_tls_credentials'] if tls_objects else []) + (['export_disks'] if copies else []) + ['listen'],
+            'storage': 'copy' if copies else 'shared', 'disks': copies, 'nbd': None, 'tls': bool(tls_objects), 'tls_peer': self.params['tls_peer'] if tls_objects else None,
             'address': address, 'port': None, 'uri': None, 'busy_ports': [], 'pid': None,
             'qemu_version': _qemu.version_string(qemu['version']),
             'memory': {'available_mb': offer['memory_mb'],
@@ -253,25 +289,37 @@ class Migration:
         with self.locked():
             if self.instance.pid() is not None:
                 raise StateError('already runs here', instance=self.name)
+            made = []
             try:
-                pid = self._start_incoming(runtime, spec, definition, policy, qemu)
+                made = _storage_copy.create_images(self.run, copies, self.instance.qemu_user)
+                pid = self._start_incoming(runtime, spec, definition, policy, qemu, made)
                 with self.instance.monitor() as qmp:
                     _migration_tls.load(qmp, tls_objects)
                     caps, params = self.settings(qmp, tls_params)
                     self.apply_settings(qmp, caps, params)
+                    if copies:
+                        nbd_port = _storage_copy.export(qmp, copies, address, (low, high),
+                                                        tls_creds=tls_params['tls-creds'] or None,
+                                                        tls_authz=tls_params['tls-authz'] or None)
+                        result['nbd'] = {'port': nbd_port, 'exports': [
+                            {'index': copy['index'], 'name': copy['drive']} for copy in copies]}
                     port, busy = self._listen(qmp, address, low, high)
             except BaseException:
                 self.discard(remove_definition=False)
+                _storage_copy.remove_images(made)
                 raise
         result['capabilities'] = dict((c['capability'], c['state']) for c in caps)
         result.update(pid=pid, port=port, uri=tcp_uri(address, port), busy_ports=busy)
         return result
 
-    def _offer(self, spec, req, qemu, record):
-        """What this node offers the guest, for _migration_checks.target_problems."""
-        file_problems = []
+    def _offer(self, spec, req, qemu, record, copies=()):
+        """What this node offers the guest, for _migration_checks.target_problems;
+        ``copies``: the disks a copy migration makes here (not there yet)."""
+        file_problems = _storage_copy.problems(copies, self.layout, self.instance.qemu_user)
+        made_here = set(copy['index'] for copy in copies)
         try:
-            check_host_files(spec, self.instance.qemu_user)
+            check_host_files(dict(spec, disks=[disk for index, disk in enumerate(spec['disks'])
+                                               if index not in made_here]), self.instance.qemu_user)
         except ValidationError as err:
             file_problems.append(err.msg)
         clash = disk_clash(self.layout, self.name, spec)
@@ -288,7 +336,7 @@ class Migration:
             'file_problems': file_problems,
         }
 
-    def _start_incoming(self, runtime, spec, definition, policy, qemu):
+    def _start_incoming(self, runtime, spec, definition, policy, qemu, made=()):
         password = self.params['vnc_password']
         if password is not None:
             write_atomic(self.paths.vnc_password, password + '\n', mode=0o600)
@@ -297,6 +345,8 @@ class Migration:
         mine = self.instance.runtime()
         mine['migration'] = {'definition': definition, 'policy': policy,
                              'source_started_at': runtime.get('started_at'), 'accepted_at': time.time()}
+        if made:
+            mine['migration']['storage'] = {'created': list(made)}
         save_runtime(self.paths, mine)
         return pid
 
@@ -326,10 +376,18 @@ class Migration:
             pid = self.instance.pid()
             if pid is None:
                 raise StateError('does not run on this node', instance=self.name)
+            nbd = None
+            if self.params['storage'] == 'copy':
+                runtime = self.instance.runtime()
+                if runtime is None:
+                    raise StateError('runs without a runtime file, so it was not started by this collection',
+                                     instance=self.name)
+                nbd = _storage_copy.check_nbd(self.name, self.params['nbd'], runtime['spec'])
+                nbd['host'] = host
             with self.instance.monitor() as qmp:
-                return self._migrate(qmp, uri, tls, pid)
+                return self._migrate(qmp, uri, tls, pid, nbd)
 
-    def _migrate(self, qmp, uri, tls, pid=None):
+    def _migrate(self, qmp, uri, tls, pid=None, nbd=None):
         run_state = qmp.execute('query-status')['status']
         status = (qmp.execute('query-migrate') or {}).get('status')
         if run_state not in ('running', 'paused'):
@@ -345,7 +403,9 @@ class Migration:
         result = {
             'changed': True, 'uri': uri, 'status': None, 'stats': None, 'tls': bool(tls_objects),
             'actions': (['pause'] if pause else []) + (['load_tls_credentials'] if tls_objects else []) +
-            ['set_capabilities', 'set_parameters', 'migrate'],
+            ['set_capabilities', 'set_parameters'] + (['mirror_disks'] if nbd else []) + ['migrate'],
+            'storage': {'mode': 'copy' if nbd else 'shared', 'disks': len(nbd['exports']) if nbd else 0,
+                        'copied_bytes': None, 'copy_seconds': None},
             'capabilities': dict((c['capability'], c['state']) for c in caps),
             'parameters': params,
         }
@@ -357,14 +417,52 @@ class Migration:
             qmp.execute('stop')
         qmp.drain_events()
         result['started_at'] = time.time()
+        mirrors = None
         try:
-            Outgoing(qmp, self.name, self.params, pid=pid).send(uri, pause, result)
+            if nbd:
+                mirrors = self._copy_disks(qmp, nbd, tls_params, result)
+            Outgoing(qmp, self.name, self.params, pid=pid,
+                     switchover=mirrors.complete if mirrors else None).send(uri, pause, result)
         except MigrationError as err:
+            if mirrors is not None:
+                self._abort_mirrors(mirrors, err)
             # When it ran, on this node's clock, for whoever reports the failure.
             err.details.update(started_at=result['started_at'], finished_at=time.time())
             raise
         result['finished_at'] = time.time()
         return result
+
+    def _copy_disks(self, qmp, nbd, tls_params, result):
+        """Mirror every copied disk to the target's NBD exports and wait until
+        all are in step; the Mirrors (aborted here if this fails)."""
+        leftovers = _storage_copy.Mirrors.leftovers(qmp, self.name, self.params)
+        if leftovers is not None and leftovers.abort(wait=0):
+            raise MigrationError('mirror jobs of an earlier copy migration still run on this QEMU (their NBD'
+                                 ' connection hangs); they end once it breaks', instance=self.name, status='failed')
+        mirrors = _storage_copy.Mirrors(qmp, self.name, self.params)
+        timeout = self.params['timeout']
+        try:
+            mirrors.start(nbd['host'], nbd, tls_creds=tls_params['tls-creds'] or None,
+                          tls_hostname=tls_params['tls-hostname'] or None)
+            copy = mirrors.wait_ready(time.monotonic() + timeout if timeout else None,
+                                      self.params['stall_timeout'])
+        except MigrationError as err:
+            self._abort_mirrors(mirrors, err)
+            raise
+        result['storage'].update(copied_bytes=copy['bytes'], copy_seconds=copy['seconds'])
+        return mirrors
+
+    def _abort_mirrors(self, mirrors, err):
+        """Cancel the mirror jobs of a failed copy migration; a job still
+        ending (its NBD connection hangs) is named in err."""
+        if mirrors.aborted:
+            return
+        running = mirrors.abort()
+        if running:
+            err.msg += ('; the mirror job%s %s still wait%s on the NBD connection and end once it breaks (the'
+                        ' guest runs on meanwhile)' % ('s' if len(running) > 1 else '', ', '.join(running),
+                                                       '' if len(running) > 1 else 's'))
+            err.details['mirrors_left'] = running
 
     # -- finalize (target) -------------------------------------------------
     def finalize(self):
@@ -454,14 +552,40 @@ class Migration:
         actions = ['kill'] if record['present'] else ['clean'] if self.instance.leftovers() else []
         if has_definition(self.paths) or has_vnc_password(self.paths):
             actions.append('undefine')
+        images = self._copied_images()
+        if images:
+            actions.append('remove_disks')
         if not self.check_mode and actions:
             self.discard(remove_definition=True)
-        return {'changed': bool(actions), 'actions': actions, 'state': 'absent'}
+            _storage_copy.remove_images(images)
+        return {'changed': bool(actions), 'actions': actions, 'state': 'absent', 'removed_disks': images}
+
+    def _copied_images(self):
+        """The source's images of the guest that a copy migration put on the
+        target, when remove_source_disks asks for them to go; those another
+        instance here also uses stay (with a warning)."""
+        if self.params['storage'] != 'copy' or not self.params['remove_source_disks']:
+            return []
+        runtime = self.instance.runtime()
+        spec = runtime['spec'] if runtime else load_definition(self.paths)
+        if not spec:
+            return []
+        images = []
+        for index in _storage_copy.copied(spec):
+            path = spec['disks'][index]['path']
+            single = dict(spec, disks=[spec['disks'][index]])
+            clash = disk_clash(self.layout, self.name, single)
+            if clash:
+                self.warnings.append('%s stays: %s' % (path, clash))
+            elif os.path.isfile(path):
+                images.append(path)
+        return images
 
     def _confirm_failure(self, record):
         if not record['present']:
             raise MigrationError('the source copy is gone (%s): nothing to resume here; run status on'
                                  ' both nodes and then recover' % record['state'], instance=self.name)
+        self.end_mirrors()
         if record['run_state'] == 'running' and record['migration_status'] not in OUTGOING_MIGRATION:
             return {'state': 'running', 'pid': record['pid']}
         if not self.params['target_confirmed_dead']:
@@ -517,6 +641,8 @@ class Migration:
                             raise MigrationError('the migration completed while recover was cancelling it;'
                                                  ' take status on both nodes again', instance=self.name)
                     local, runtime = self.observe()
+                if role == 'source' and local['present']:
+                    self.end_mirrors()
                 actions = (['cancel'] if cancel else []) + self.adopt(local, runtime)
                 result.update(state='running')
             else:

@@ -19,8 +19,9 @@ HOLDING = ('running', 'paused')
 
 def source_kept_guest(source):
     """(True, why) when a status record of the source copy shows that its
-    migration ended without completing and that it still holds the guest, so
-    the target never received the whole guest; else (False, why not).
+    migration ended without completing (or never started) and that it still
+    holds the guest, so the target never received the whole guest; else
+    (False, why not).
 
     The record comes from the other node: every value must be exactly what the
     status phase writes (a string, a boolean, a pid), nothing merely truthy.
@@ -34,10 +35,14 @@ def source_kept_guest(source):
         return False, 'the source copy is shown busy or as a migration target'
     if not isinstance(run_state, str) or run_state not in HOLDING:
         return False, 'the source copy is not shown running or paused (run state %r)' % (run_state,)
-    if not isinstance(status, str) or status not in UNFINISHED:
+    # None: this QEMU never started a migration (a copy migration that failed
+    # while its disks were being copied), so no target has any of the guest.
+    if status is not None and (not isinstance(status, str) or status not in UNFINISHED):
         return False, 'the source\'s migration is not shown cancelled or failed (status %r)' % (status,)
     if copy_kind(source) not in HOLDING:
         return False, 'the source copy is %s' % copy_kind(source)
+    if status is None:
+        return True, 'the source never started the migration of the guest\'s state and its copy is %s' % run_state
     return True, 'the source\'s migration ended %s and its copy is %s' % (status, run_state)
 
 

@@ -13,6 +13,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_tls import DEFAULT_TLS_DIR
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIMEOUT as DEFAULT_MONITOR_TIMEOUT
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAULT_RUN_AS
+from ansible_collections.hvops.kvm.plugins.module_utils._storage_copy import STORAGE_MODES
 
 MIB = 1024 * 1024
 # max-bandwidth meaning "as fast as the link goes" (QEMU's default is 128 MiB/s).
@@ -61,12 +62,20 @@ DEFAULTS = {
     'role': None,
     'peer_status': None,
     'local_status': None,
+    'storage': 'shared',
+    'storage_map': None,
+    'storage_bandwidth_mib': 0,
+    'disks': None,
+    'nbd': None,
+    'remove_source_disks': False,
 }
 
 # Capabilities set on every run, on or off: QEMU keeps what the last run set.
 # Besides those the options control, these change what a migration is and
-# stay off (pause-before-switchover, for one, would stop it before the end).
-CAPABILITIES_OFF = ('pause-before-switchover', 'compress', 'block', 'x-colo', 'release-ram',
+# stay off. pause-before-switchover is on when disks are copied: the source
+# then stops the guest and waits before the switch-over, while the mirror
+# jobs finish (_storage_copy).
+CAPABILITIES_OFF = ('compress', 'block', 'x-colo', 'release-ram',
                     'background-snapshot', 'zero-copy-send', 'postcopy-preempt',
                     'x-ignore-shared', 'rdma-pin-all')
 
@@ -132,6 +141,12 @@ def check_options(params):
         _values.safe_path(params['tls_dir'], 'tls_dir')
     whole('throttle_initial', 1, 99)
     whole('throttle_increment', 1, 99)
+    whole('storage_bandwidth_mib', 0)
+    if params['storage'] not in STORAGE_MODES:
+        raise ValidationError('storage must be one of %s, got %r' % (', '.join(STORAGE_MODES), params['storage']))
+    if params['storage'] == 'copy' and params['postcopy']:
+        raise ValidationError('storage: copy and postcopy do not go together: the disks are finished while'
+                              ' the guest is stopped before the switch-over, and postcopy switches over early')
 
 
 def capabilities(params, available):
@@ -145,6 +160,7 @@ def capabilities(params, available):
         ('xbzrle', bool(params['xbzrle'])),
         ('multifd', bool(params['multifd'])),
         ('postcopy-ram', bool(params['postcopy'])),
+        ('pause-before-switchover', params.get('storage') == 'copy'),
     ] + [(name, False) for name in CAPABILITIES_OFF]
     known = set(available)
     missing = [name for name, state in wanted if state and name not in known]

@@ -24,6 +24,11 @@ STATS_SETTLE = 1.0
 STATS_RETRY = 0.01
 
 
+def ends_or_waits(event):
+    """Whether a MIGRATION event reports a final status or the wait before the switch-over."""
+    return ends_migration(event) or (event.get('data') or {}).get('status') == 'pre-switchover'
+
+
 def resume(qmp, name):
     """cont, then wait until QEMU says the guest runs."""
     qmp.execute('cont')
@@ -41,13 +46,20 @@ def resume(qmp, name):
 class Outgoing:
     """The outgoing migration of instance ``name`` on the open session ``qmp``;
     ``params`` the migrate phase's options (timeout, stall_timeout, postcopy);
-    ``pid`` the source QEMU's, to tell a stopped process from a busy monitor."""
+    ``pid`` the source QEMU's, to tell a stopped process from a busy monitor;
+    ``switchover`` what to do when QEMU waits before the switch-over
+    (pause-before-switchover: the guest is stopped and the device state not
+    yet sent), before it is told to go on; a MigrationError from it cancels
+    the migration."""
 
-    def __init__(self, qmp, name, params, pid=None):
+    def __init__(self, qmp, name, params, pid=None, switchover=None):
         self.qmp = qmp
         self.name = name
         self.params = params
         self.pid = pid
+        self.switchover = switchover
+        self.switchover_error = None
+        self.continued = False
         self.last_sample = {}
 
     def send(self, uri, pause, result):
@@ -65,7 +77,7 @@ class Outgoing:
             outcome, event, seen_at = self.wait(started)
         except MonitorTimeout as err:
             raise MigrationError(self.silence(err), instance=self.name, status='unknown')
-        if outcome in ('stalled', 'timeout'):
+        if outcome in ('stalled', 'timeout', 'switchover'):
             status = self.cancel()
         else:
             status = outcome
@@ -80,6 +92,7 @@ class Outgoing:
                 'stalled': 'no progress for %d s (transferred bytes stayed at %s)'
                            % (self.params['stall_timeout'], stats['transferred_bytes']),
                 'timeout': 'not done within the timeout of %d s' % self.params['timeout'],
+                'switchover': 'before the switch-over, %s' % (self.switchover_error and self.switchover_error.msg),
             }.get(outcome, 'QEMU reports it %s%s' % (status, ': %s' % stats['error'] if stats['error'] else ''))
             raise MigrationError('migration to %s did not complete: %s; QEMU ended it as %s and the'
                                  ' guest is %s on the source' % (uri, why, status, source_state),
@@ -109,6 +122,10 @@ class Outgoing:
             status = info.get('status')
             if status in MIGRATION_ENDED:
                 return status, self.find_event(status), time.time()
+            if status == 'pre-switchover' and not self.continued:
+                if not self.switch_over():
+                    return 'switchover', None, time.time()
+                continue
             self.last_sample = info
             ram = info.get('ram') or {}
             verdict = progress.sample(time.monotonic(), ram.get('transferred', 0))
@@ -119,10 +136,25 @@ class Outgoing:
                 self.qmp.execute('migrate-start-postcopy')
                 switched = True
             try:
-                event = self.qmp.wait_event('MIGRATION', timeout=POLL_INTERVAL, predicate=ends_migration)
+                event = self.qmp.wait_event('MIGRATION', timeout=POLL_INTERVAL, predicate=ends_or_waits)
             except MonitorTimeout:
                 continue
+            if event['data']['status'] == 'pre-switchover':
+                continue
             return event['data']['status'], event, time.time()
+
+    def switch_over(self):
+        """Run the switchover step, then let QEMU go on; False when the step
+        failed (its error in switchover_error)."""
+        try:
+            if self.switchover is not None:
+                self.switchover()
+        except MigrationError as err:
+            self.switchover_error = err
+            return False
+        self.qmp.execute('migrate-continue', {'state': 'pre-switchover'})
+        self.continued = True
+        return True
 
     def find_event(self, status):
         for event in reversed(self.qmp.drain_events()):

@@ -15,7 +15,7 @@ description:
   - C(prepare) (source) checks that the guest runs here and is ours, and returns its
     runtime (the exact argv and spec) and what the target needs.
   - C(accept) (target) refuses the guest when this node lacks memory, a disk or kernel
-    file (storage must be shared), a bridge, KVM when the guest uses it, or a QEMU
+    file (shared storage; with O(storage=copy) room for the copied disks), a bridge, KVM when the guest uses it, or a QEMU
     as new as the source's that knows the guest's machine type, or when an instance
     of that name runs here. Otherwise it starts QEMU from the source's runtime,
     rebuilt for this node's paths (same machine type, accelerator and MACs), paused
@@ -285,8 +285,67 @@ options:
       - C(recover) only. The result of the C(status) phase on this node, taken with
         O(peer_status). When the copy here has changed since, nothing is done.
     type: dict
+  storage:
+    description:
+      - How the guest's disks reach the target. Give the same value to every phase.
+      - C(shared) (the default) the target opens the very same files, so they must be on
+        storage both nodes see.
+      - C(copy) the writable disks are copied while the guest runs (local disks).
+        C(prepare) returns each disk's format and virtual size (O(disks)); C(accept) makes
+        new images of the same format and size where O(storage_map) puts them, and exports
+        them writable from the paused incoming QEMU's NBD server on a port of
+        O(migration_ports) (under TLS with O(tls)); C(migrate) mirrors every disk to them
+        (C(blockdev-mirror), sync full), waits until all are in step, migrates the RAM
+        with the C(pause-before-switchover) capability, and finishes the mirror jobs
+        while the guest is stopped before the switch-over, so that every block written
+        on the source is on the target before the target gets the guest's device state;
+        C(finalize) stops the NBD server before the guest resumes on the target.
+      - Any failure rolls back. The jobs are cancelled, and the guest runs on the
+        source with its own disks, which a copy migration only reads. C(finalize) with
+        O(success=false) removes the images C(accept) made, and only those.
+      - Read-only disks are not copied; they must be on the target, as with shared storage.
+      - The source's images stay after a successful migration unless
+        O(remove_source_disks=true) is given to C(confirm).
+    type: str
+    choices: [shared, copy]
+    default: shared
+  storage_map:
+    description:
+      - C(accept) with O(storage=copy). Where the target keeps the copied images, as
+        C({source directory: target directory}). A disk under a source directory
+        (the longest that holds it) goes under its target directory with the same
+        relative path; any other disk keeps its path.
+      - Every image C(accept) makes must be a new file in an existing directory the QEMU
+        user can reach, outside O(run_dir) and O(state_dir), on a file system with room
+        for the virtual sizes of all copied disks (plus 64 MiB).
+    type: dict
+  disks:
+    description:
+      - C(accept) with O(storage=copy), required there. The C(disks) result of
+        C(prepare). Checked against the guest's spec as untrusted input.
+    type: list
+    elements: dict
+  nbd:
+    description:
+      - C(migrate) with O(storage=copy), required there. The C(nbd) result of
+        C(accept). The source connects to the host of O(uri).
+    type: dict
+  storage_bandwidth_mib:
+    description:
+      - C(migrate) with O(storage=copy). Bandwidth limit of each disk's copy in MiB/s;
+        0 is no limit.
+    type: int
+    default: 0
+  remove_source_disks:
+    description:
+      - C(confirm) with O(success=true) and O(storage=copy). Also remove the source's
+        images of the copied disks once the migrated-away copy is stopped. An image
+        another instance defined here also uses stays, with a warning.
+    type: bool
+    default: false
 notes:
-  - Storage must be shared; disk images are never copied.
+  - With O(storage=shared) the disks must be on storage both nodes see; with
+    O(storage=copy) local disks are copied while the guest runs.
   - The incoming QEMU listens without encryption; keep migration traffic on a trusted
     network.
 seealso:
@@ -400,6 +459,32 @@ definition:
   description: The guest's stored definition on the source; pass it to C(accept).
   returned: prepare
   type: dict
+disks:
+  description:
+    - C(prepare) with O(storage=copy) the guest's disks as its QEMU has them open
+      (C(index), C(path), C(format), C(virtual_size) in bytes, C(readonly)); pass it to
+      C(accept). Null with O(storage=shared).
+    - C(accept) the disks copied to this node (C(index), C(drive), C(source_path),
+      C(path) here, C(format), C(size)); empty with O(storage=shared).
+  returned: prepare, accept
+  type: list
+  elements: dict
+nbd:
+  description: The target's NBD server for O(storage=copy) (C(port), C(exports) with C(index) and C(name)); pass it to C(migrate).
+  returned: accept
+  type: dict
+storage:
+  description:
+    - C(accept) the storage mode, C(shared) or C(copy).
+    - C(migrate) C(mode), C(disks) copied, C(copied_bytes) and C(copy_seconds) until
+      every mirror was in step.
+  returned: accept, migrate
+  type: raw
+removed_disks:
+  description: The source's images C(confirm) removed (O(remove_source_disks)).
+  returned: confirm with success=true
+  type: list
+  elements: str
 requirements:
   description: What the target needs.
   returned: prepare
