@@ -331,6 +331,9 @@ SILENT = {'present': True, 'pid': 77, 'run_state': None, 'incoming': True, 'busy
 
 @pytest.mark.parametrize('source', [
     KEPT, dict(KEPT, migration_status='failed'), dict(KEPT, run_state='paused', state='paused'),
+    # this QEMU never started a migration (a copy migration that failed while
+    # copying the disks): no target got any of the guest from it
+    dict(KEPT, migration_status=None),
 ])
 def test_a_silent_target_may_be_killed_when_the_source_kept_the_guest(source):
     allowed, why = recover.may_kill_silent_target(SILENT, source)
@@ -342,7 +345,7 @@ def test_a_silent_target_may_be_killed_when_the_source_kept_the_guest(source):
     None, 'cancelled', [KEPT], {},
     # the source may have sent the whole guest, or its state is not known
     dict(KEPT, migration_status='completed'), dict(KEPT, migration_status='active'),
-    dict(KEPT, migration_status=None), dict(KEPT, migration_status='Cancelled'),
+    dict(KEPT, migration_status='none'), dict(KEPT, migration_status='Cancelled'),
     dict(KEPT, migration_status=['cancelled']), dict(KEPT, migration_status={'cancelled': 1}),
     dict(KEPT, run_state='postmigrate'), dict(KEPT, run_state=None), dict(KEPT, run_state='inmigrate'),
     dict(KEPT, run_state=['running']), dict(KEPT, present=False), dict(KEPT, present='yes'),
