@@ -5,6 +5,7 @@ Each test here fails on the collection before the hardening: QEMU ran as
 root without a sandbox, accept started what the source's runtime said,
 run_dir was chmod-ed whatever it was, and so on.
 """
+import hashlib
 import os
 import pwd
 import shutil
@@ -212,6 +213,52 @@ def test_a_tampered_runtime_starts_nothing_and_runs_nothing(source, case, words,
         assert probe.connect_ex(('127.0.0.1', port)) != 0, 'something listens on the port the source named'
     finally:
         probe.close()
+
+
+@pytest.mark.parametrize('case, words, check', [
+    ('no-map', 'already exists here', True),        # the source's own image, on one file system
+    ('no-map', 'already exists here', False),
+    ('huge', 'MiB free', True),
+    ('huge', 'MiB free', False),
+    ('other-path', 'does not describe', False),
+    ('odd-size', 'multiple of 512', False),
+    ('into-run-dir', 'inside', False),
+])
+def test_a_copy_migration_target_refuses_before_making_any_image(source, case, words, check):
+    """storage: copy with a tampered description of the disks (what the source
+    sends) or a map that would overwrite or misplace an image: refused,
+    nothing made, nothing started, the source's image untouched."""
+    images = reachable_dir('hk-copy-')
+    try:
+        spec = source.prepared['runtime']['spec']
+        disk = spec['disks'][0]['path']
+        disks = [{'index': 0, 'path': disk, 'format': spec['disks'][0]['format'],
+                  'virtual_size': os.path.getsize(disk), 'readonly': False}]
+        storage_map = {os.path.dirname(disk): images}
+        if case == 'no-map':
+            storage_map = {}
+        elif case == 'huge':
+            disks[0]['virtual_size'] = 1 << 49
+        elif case == 'other-path':
+            disks[0]['path'] = '/etc/shadow'
+        elif case == 'odd-size':
+            disks[0]['virtual_size'] += 1
+        elif case == 'into-run-dir':
+            storage_map = {os.path.dirname(disk): os.path.join(source.run_dir('dst'), 'ctrl')}
+        with open(disk, 'rb') as handle:
+            before_image = hashlib.sha256(handle.read()).hexdigest()
+        before = source.nodes['dst'].snapshot()
+        rc, result = source.run('dst', {'phase': 'accept', 'runtime': source.prepared['runtime'],
+                                        'definition': source.prepared['definition'], 'storage': 'copy',
+                                        'disks': disks, 'storage_map': storage_map}, check=check)
+        assert rc != 0, result
+        assert words in result['msg'], result['msg']
+        assert os.listdir(images) == []
+        assert source.pids('dst') == [] and source.nodes['dst'].snapshot() == before
+        with open(disk, 'rb') as handle:
+            assert hashlib.sha256(handle.read()).hexdigest() == before_image
+    finally:
+        shutil.rmtree(images, ignore_errors=True)
 
 
 @pytest.mark.parametrize('check', [True, False], ids=['check', 'real'])
