@@ -277,7 +277,8 @@ class Migration:
         result = {
             'changed': True, 'actions': (['create_images'] if copies else []) + ['start_incoming'] +
             (['load_tls_credentials'] if tls_objects else []) + (['export_disks'] if copies else []) + ['listen'],
-            'storage': 'copy' if copies else 'shared', 'disks': copies, 'nbd': None, 'tls': bool(tls_objects), 'tls_peer': self.params['tls_peer'] if tls_objects else None,
+            'storage': 'copy' if copies else 'shared', 'disks': copies, 'nbd': None,
+            'tls': bool(tls_objects), 'tls_peer': self.params['tls_peer'] if tls_objects else None,
             'address': address, 'port': None, 'uri': None, 'busy_ports': [], 'pid': None,
             'qemu_version': _qemu.version_string(qemu['version']),
             'memory': {'available_mb': offer['memory_mb'],

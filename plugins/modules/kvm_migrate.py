@@ -312,7 +312,7 @@ options:
   storage_map:
     description:
       - C(accept) with O(storage=copy). Where the target keeps the copied images, as
-        C({source directory: target directory}). A disk under a source directory
+        a dictionary of source directory to target directory. A disk under a source directory
         (the longest that holds it) goes under its target directory with the same
         relative path; any other disk keeps its path.
       - Every image C(accept) makes must be a new file in an existing directory the QEMU
