@@ -54,7 +54,7 @@ MIN_CLUSTER = 512
 MAX_CLUSTER = 2 << 20
 QCOW2_DEFAULT_CLUSTER = 65536
 CONTROL_CHARACTERS = re.compile(r'[\x00-\x1f\x7f]')
-MODE_TEXT = re.compile(r'0?[0-7]{3}')
+MODE_TEXT = re.compile(r'[0-7]{3,4}')
 # What a lock conflict looks like in qemu-img's words.
 LOCK_WORDS = ('lock', 'Is another process using the image')
 
@@ -265,7 +265,7 @@ class DiskTask:
         request = self.request
         state = request['state']
         self._outside_node_dirs(self.path, 'path')
-        self.layout.verify()
+        self.layout.verify(_qemu_user.lookup(self.run_as))
         current = self._regular(self.path, 'path')
         users = self.users(self.path) if current is not None else []
         before = self._info(self.path, users) if current is not None else None
