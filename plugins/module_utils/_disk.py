@@ -41,6 +41,8 @@ from ansible_collections.hvops.kvm.plugins.module_utils._qmp import DEFAULT_TIME
 from ansible_collections.hvops.kvm.plugins.module_utils._values import seconds, size_bytes
 
 STATES = ('present', 'absent', 'info')
+# kvm_disk's states; 'info' is kvm_disk_info's (only looks).
+MODULE_STATES = ('present', 'absent')
 FORMATS = ('raw', 'qcow2')
 # What ``source`` may be read as (qemu-img reads them all; made images are FORMATS).
 SOURCE_FORMATS = ('raw', 'qcow2', 'vmdk', 'vdi', 'vhdx', 'vpc', 'qed')
@@ -393,8 +395,8 @@ class DiskTask:
                              ' its lock); refusing to change it' % self.path)
         if request['format'] and before['format'] != request['format']:
             raise ValidationError('%s is a %s image, not %s: an existing image is never reformatted (convert'
-                                  ' it into another path with source)' % (self.path, before['format'],
-                                                                         request['format']))
+                                  ' it into another path with source)'
+                                  % (self.path, before['format'], request['format']))
         self._check_format_options(before['format'])
         backing = before['backing_chain'][0] if before['backing_chain'] else None
         if request['backing_file']:

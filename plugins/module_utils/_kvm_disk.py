@@ -5,12 +5,12 @@
 
 from ansible_collections.hvops.kvm.plugins.module_utils._argspec import HOST_ARGS
 from ansible_collections.hvops.kvm.plugins.module_utils._disk import (
-    FORMATS, PREALLOCATION_MODES, SOURCE_FORMATS, STATES, run_task)
+    FORMATS, MODULE_STATES, PREALLOCATION_MODES, SOURCE_FORMATS, run_task)
 from ansible_collections.hvops.kvm.plugins.module_utils._locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 
 ARGUMENT_SPEC = dict(
     path=dict(type='str', required=True),
-    state=dict(type='str', choices=list(STATES), default='present'),
+    state=dict(type='str', choices=list(MODULE_STATES), default='present'),
     format=dict(type='str', choices=list(FORMATS)),
     size=dict(type='raw'),
     shrink=dict(type='bool', default=False),

@@ -45,8 +45,8 @@ options:
     description:
       - Absolute path of the image file. It must be normalised (no C(..)), without NUL or
         control characters, and not inside O(run_dir) or O(state_dir).
-      - It must not be a symbolic link (its target could be changed under the module: give
-        the real path), a directory or a device; only regular files are managed.
+      - It must not be a symbolic link (its target could be changed under the module, so
+        give the real path), a directory or a device; only regular files are managed.
       - Its directory must exist, and every directory above it must be writable only by
         root or by the user the module runs as (or be sticky), as for O(run_dir).
     type: str
@@ -56,11 +56,11 @@ options:
       - C(present) makes sure the image exists with the given O(format), O(size),
         O(backing_file), owner, group and mode.
       - C(absent) removes the image file, unless an instance defined on this node uses it
-        (directly or as a backing file: the error names the instance) or a process holds
+        (directly or as a backing file; the error names the instance) or a process holds
         its lock. Its backing files are left alone. There is no force for this.
-      - C(info) only reports the image (C(disk.exists=false) when there is none).
+      - To only look at an image, use M(hvops.kvm.kvm_disk_info).
     type: str
-    choices: [present, absent, info]
+    choices: [present, absent]
     default: present
   format:
     description:
@@ -126,7 +126,7 @@ options:
         images take C(off), C(falloc) and C(full).
       - Not checked on an existing image (qemu-img does not report it).
     type: str
-    choices: [off, metadata, falloc, full]
+    choices: ['off', metadata, falloc, full]
   cluster_size:
     description:
       - Cluster size of a new qcow2 image, a power of two from 512 bytes to 2M (qemu-img's
@@ -167,6 +167,7 @@ notes:
     given. A guest can write anything into a raw image, qcow2 headers included; give
     O(format) for images whose format you know.
 seealso:
+  - module: hvops.kvm.kvm_disk_info
   - module: hvops.kvm.kvm_instance
 '''
 
@@ -196,12 +197,6 @@ EXAMPLES = r'''
   hvops.kvm.kvm_disk:
     path: /var/lib/hvops-kvm-images/web.qcow2
     size: 20G
-
-- name: What is this image, and who uses it?
-  hvops.kvm.kvm_disk:
-    path: /var/lib/hvops-kvm-images/web.qcow2
-    state: info
-  register: web_disk
 
 - name: Remove a disk no instance uses any more
   hvops.kvm.kvm_disk:

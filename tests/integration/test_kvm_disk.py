@@ -16,6 +16,7 @@ from tests.harness.qemu_procs import SerialRecorder
 from tests.harness.system import qemu_user_ids, require_binary
 
 MODULE = 'hvops.kvm.kvm_disk'
+INFO = 'hvops.kvm.kvm_disk_info'
 INSTANCE = 'hvops.kvm.kvm_instance'
 MIB = 1 << 20
 BOOT_TIMEOUT = 40.0
@@ -36,6 +37,9 @@ def qemu_img_info(path):
 
 def disk_task(node, **args):
     args = dict(args, run_dir=node.run_dir, state_dir=node.state_dir)
+    if args.get('state') == 'info':
+        del args['state']
+        return {INFO: args}
     return {MODULE: args}
 
 
