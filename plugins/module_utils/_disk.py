@@ -281,6 +281,7 @@ class DiskTask:
         if state == 'absent':
             if current is not None:
                 self._check_removable(users, before)
+                check_parents(os.path.dirname(self.path), 'disk image %s' % self.path)
                 plan['actions'] = ['remove']
                 plan['after'] = None
             return plan

@@ -217,6 +217,7 @@ def test_a_backed_qcow2_grows_while_its_guest_runs_and_used_images_stay(node):
     kernel, initrd = build_linux_guest('normal')
     base = os.path.join(node.base, 'base.raw')
     overlay = os.path.join(node.base, 'vm.qcow2')
+    copy = os.path.join(node.base, 'copy.qcow2')
     made = play(node, [disk_task(node, path=base, size='8M', format='raw'),
                        disk_task(node, path=overlay, format='qcow2', backing_file=base, backing_format='raw')])
     assert [result['actions'] for result in made] == [['create'], ['create']], made
@@ -239,8 +240,10 @@ def test_a_backed_qcow2_grows_while_its_guest_runs_and_used_images_stay(node):
             disk_task(node, path=overlay, size='8M', shrink=True),
             disk_task(node, path=base, size='32M'),
             disk_task(node, path=base, state='info'),
+            disk_task(node, path=copy, source=overlay),
+            disk_task(node, path=copy, format='qcow2', backing_file=overlay, backing_format='qcow2'),
         ], name='live.json')
-        check, real, again, remove_top, remove_base, shrink, grow_base, base_info = grown
+        check, real, again, remove_top, remove_base, shrink, grow_base, base_info, torn, over_live = grown
         assert not check.get('failed') and not real.get('failed'), (check, real)
         assert check['actions'] == ['block_resize'] and check['changed'] is True, check
         assert real['actions'] == ['block_resize'] and real['changed'] is True, real
@@ -255,9 +258,13 @@ def test_a_backed_qcow2_grows_while_its_guest_runs_and_used_images_stay(node):
         assert shrink.get('failed') and 'running instance lg' in shrink['msg'], shrink
         assert grow_base.get('failed') and 'backing file' in grow_base['msg'], grow_base
         assert base_info['disk']['used_by'][0]['backing_of'] == overlay and base_info['disk']['in_use']
+        assert torn.get('failed') and 'written by the running instance lg' in torn['msg'], torn
+        assert over_live.get('failed') and 'used read-write by instance lg' in over_live['msg'], over_live
+        assert not os.path.exists(copy)
         # The guest's kernel saw its disk grow (virtio-blk config change), from 8 to 16 MiB in 512-byte sectors.
         lines = console.wait_for('new size', timeout=10)
         assert any('[vda] new size: 32768' in line for line in lines), [x for x in lines if 'vda' in x]
+        assert any('vda: detected capacity change from 16384 to 32768' in line for line in lines), lines
         assert qemu_img_info(overlay)['virtual-size'] == 16 * MIB
         assert os.path.exists(overlay) and os.path.exists(base)
 
