@@ -365,6 +365,12 @@ class DiskTask:
             raise ValidationError('backing_file %s is a %s image, not %s (backing_format)'
                                   % (backing, info['format'], request['backing_format']))
         chain = [{'path': backing, 'format': info['format']}] + info['backing_chain']
+        user = _qemu_user.lookup(self.run_as)
+        unreadable = [link['path'] for link in chain if user is not None and os.path.exists(link['path'])
+                      and not user.can_open(link['path'], write=False)]
+        if unreadable:
+            self.warnings.append('the QEMU user %s cannot read the backing file %s: a guest using %s will not'
+                                 ' start until it can' % (user.name, unreadable[0], self.path))
         return info['virtual_size'], chain
 
     def _plan_source(self, fmt):
