@@ -67,3 +67,16 @@ class MonitorTimeout(MonitorError):
 
 class MigrationError(KvmError):
     """A migration phase failed."""
+
+
+class ImageError(KvmError):
+    """qemu-img failed, or a disk image is not what it must be.
+
+    ``stderr`` (also in the details) holds what qemu-img said, when it ran.
+    """
+
+    def __init__(self, msg, instance=None, stderr=None, **details):
+        self.stderr = stderr
+        if stderr:
+            details['stderr'] = stderr
+        super().__init__(msg, instance=instance, **details)

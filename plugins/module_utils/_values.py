@@ -8,6 +8,7 @@ Every pattern here is matched against the whole value (``fullmatch``): ``$``
 would let a trailing newline through.
 """
 
+import decimal
 import ipaddress
 import math
 import re
@@ -23,6 +24,14 @@ SAFE_PATH_PATTERN = re.compile(r'/[A-Za-z0-9._+@/-]*')
 VNC_PASSWORD_MAX = 8
 # The longest wait any option may ask for, in seconds (a day).
 MAX_SECONDS = 86400
+# A size: a number (whole or decimal) and a binary unit, K being 1024 as
+# qemu-img counts it; "iB" may follow the letter ("10GiB"), and "B" alone
+# means bytes. "GB" is refused: it reads as 10**9 to some and 2**30 to others.
+SIZE_PATTERN = re.compile(r'\s*(\d{1,20}(?:\.\d{1,20})?)\s*(?:([KMGTP])(?:iB)?|(B))?\s*', re.IGNORECASE)
+SIZE_UNITS = {'': 0, 'K': 1, 'M': 2, 'G': 3, 'T': 4, 'P': 5}
+# The largest size anything here asks for: 1 PiB, far above any disk image and
+# far below what overflows QEMU's 64-bit sizes.
+MAX_SIZE = 1 << 50
 
 
 def ifname(value, what):
@@ -71,3 +80,30 @@ def vnc_password(value):
                               ' authentication uses no more, and QEMU would silently cut a longer one'
                               % VNC_PASSWORD_MAX)
     return value
+
+
+def size_bytes(value, what='size', high=MAX_SIZE):
+    """A size in bytes from an integer or a text such as "10G", "512MiB",
+    "1.5T", "4096B" or "1048576" (units binary: K is 1024), from 0 to ``high``.
+    A size that is not a whole number of bytes is refused."""
+    if isinstance(value, bool):
+        raise ValidationError('%s must be a size such as 10G, 512MiB or a number of bytes, got %r'
+                              % (what, value))
+    if isinstance(value, int):
+        number = value
+    else:
+        match = SIZE_PATTERN.fullmatch(value) if isinstance(value, str) else None
+        if not match:
+            raise ValidationError('%s must be a size such as 10G, 512MiB, 1.5T or a number of bytes (units'
+                                  ' K, M, G, T, P are binary, optionally followed by iB; B alone is bytes),'
+                                  ' got %r' % (what, value))
+        with decimal.localcontext() as context:
+            # Exact for every text the pattern lets through (at most 40 digits times 2**50).
+            context.prec = 80
+            exact = decimal.Decimal(match.group(1)) * (1024 ** SIZE_UNITS[(match.group(2) or '').upper()])
+        if exact != exact.to_integral_value():
+            raise ValidationError('%s %r is not a whole number of bytes' % (what, value))
+        number = int(exact)
+    if not 0 <= number <= high:
+        raise ValidationError('%s must be from 0 to %d bytes, got %r' % (what, high, value))
+    return number
