@@ -34,12 +34,12 @@ and only those are ever removed by a rollback.
 
 import os
 import re
-import shutil
 import stat
 import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
-    MigrationError, MissingBinaryError, MonitorError, MonitorTimeout, ValidationError)
+    MigrationError, MonitorError, MonitorTimeout, ValidationError)
+from ansible_collections.hvops.kvm.plugins.module_utils._qemu_img import run_qemu_img
 
 STORAGE_MODES = ('shared', 'copy')
 # Names this module gives things in QEMU: jobs and NBD client nodes on the
@@ -189,25 +189,18 @@ def problems(copies, layout, qemu_user=None):
     return found
 
 
-def find_qemu_img():
-    path = shutil.which('qemu-img')
-    if not path:
-        raise MissingBinaryError('qemu-img not found: install the qemu-utils package')
-    return path
-
-
 def create_images(run, copies, qemu_user):
     """Make each copy's image (format and virtual size of the source's),
     usable by the QEMU user; the paths made. Nothing is left if one fails."""
-    qemu_img = find_qemu_img()
     made = []
     try:
         for copy in copies:
-            rc, _out, err = run([qemu_img, 'create', '-q', '-f', copy['format'], copy['path'], str(copy['size'])])
-            if os.path.lexists(copy['path']):
-                made.append(copy['path'])
-            if rc != 0:
-                raise MigrationError('cannot make %s: %s' % (copy['path'], (err or '').strip()))
+            try:
+                run_qemu_img(run, ['create', '-q', '-f', copy['format'], copy['path'], str(copy['size'])],
+                             what='making %s for disk %d' % (copy['path'], copy['index']))
+            finally:
+                if os.path.lexists(copy['path']):
+                    made.append(copy['path'])
             info = os.lstat(copy['path'])
             if not stat.S_ISREG(info.st_mode):
                 raise MigrationError('%s is not a regular file after qemu-img create' % copy['path'])
