@@ -29,7 +29,9 @@ from ansible_collections.hvops.kvm.plugins.module_utils._snapshot_rules import (
 from ansible_collections.hvops.kvm.plugins.module_utils._states import DOWN, LIVE
 from ansible_collections.hvops.kvm.plugins.module_utils._values import seconds
 
-STATES = ('present', 'absent', 'reverted', 'list')
+# What kvm_snapshot does; 'list' is kvm_snapshot_info's, which changes nothing.
+STATES = ('present', 'absent', 'reverted')
+LIST = 'list'
 # Seconds a snapshot job (saving or loading the guest's RAM) may take.
 DEFAULT_TIMEOUT = 300
 
@@ -50,10 +52,10 @@ class SnapshotTask:
         self.instance = Instance(self.layout, self.name, run,
                                  monitor_timeout=_given(params, 'monitor_timeout', DEFAULT_MONITOR_TIMEOUT))
         self.state = _given(params, 'state', 'present')
-        if self.state not in STATES:
+        if self.state not in STATES + (LIST,):
             raise ValidationError('unknown state %r' % (self.state,), instance=self.name)
         self.snapshot = params.get('snapshot')
-        if self.state != 'list' or self.snapshot is not None:
+        if self.state != LIST or self.snapshot is not None:
             validate_snapshot_name(self.snapshot, self.name)
         self.retention = validate_retention(params.get('retention'), self.name)
         if self.retention is not None and self.state != 'present':
@@ -102,7 +104,7 @@ class SnapshotTask:
     # -- deciding --------------------------------------------------------
     def plan(self, view, snapshots):
         """[(verb, snapshot name)] to do, in order: create, delete, revert."""
-        if self.state == 'list':
+        if self.state == LIST:
             if self.snapshot is not None:
                 find(snapshots, self.snapshot, self.name)
             return []

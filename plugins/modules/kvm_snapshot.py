@@ -9,8 +9,8 @@ module: kvm_snapshot
 short_description: Snapshots of a QEMU/KVM guest's disks, with or without its RAM, without libvirt
 version_added: 0.1.0
 description:
-  - Creates, lists, reverts to and deletes internal qcow2 snapshots of an instance
-    managed by M(hvops.kvm.kvm_instance).
+  - Creates, reverts to and deletes internal qcow2 snapshots of an instance
+    managed by M(hvops.kvm.kvm_instance); M(hvops.kvm.kvm_snapshot_info) lists them.
   - A snapshot covers every writable disk of the instance at once, under the same name;
     read-only disks are left out. Every writable disk must be qcow2 (raw images have no
     internal snapshots) - an instance with a writable raw disk is refused, naming it.
@@ -53,8 +53,8 @@ options:
       - The snapshot's name - 1 to 63 letters, digits, C(.), C(_) or C(-), starting with a
         letter or a digit, and not only digits (QEMU and qemu-img would take a number
         for a snapshot id).
-      - Required unless O(state=list).
     type: str
+    required: true
   state:
     description:
       - V(present) creates the snapshot unless it exists (an existing one is left as it is,
@@ -66,9 +66,8 @@ options:
         M(hvops.kvm.kvm_instance) first; the task refuses rather than stopping the guest itself.
         Reverting a stopped instance to a snapshot with RAM reverts its disks only (the next start
         boots from them, as after a power cut at that moment) and warns.
-      - V(list) changes nothing and returns RV(snapshots).
     type: str
-    choices: [present, absent, reverted, list]
+    choices: [present, absent, reverted]
     default: present
   vmstate:
     description:
@@ -112,6 +111,7 @@ notes:
   - qcow2 internal snapshots have no description field, so there is no description option.
   - Deleting a snapshot frees its clusters inside the image; the image file does not shrink.
 seealso:
+  - module: hvops.kvm.kvm_snapshot_info
   - module: hvops.kvm.kvm_instance
 '''
 
@@ -151,12 +151,6 @@ EXAMPLES = r'''
         name: db
         state: started
 
-- name: List the snapshots
-  hvops.kvm.kvm_snapshot:
-    name: web
-    state: list
-  register: web_snapshots
-
 - name: Delete one
   hvops.kvm.kvm_snapshot:
     name: web
@@ -171,7 +165,7 @@ name:
   type: str
   sample: web
 snapshot:
-  description: The snapshot the task named (null for O(state=list) without one).
+  description: The snapshot the task named.
   returned: always
   type: str
   sample: before-upgrade

@@ -1,6 +1,7 @@
 """kvm_snapshot through real ansible runs: the Linux test guest (its tick
 counter on the serial console) on qcow2 disks made with qemu-img, real QEMU
 under TCG, real qemu-img and qemu-io."""
+import fcntl
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ from tests.harness.qemu_procs import SerialRecorder
 from tests.harness.system import give_to_qemu, require_binary
 
 SNAPSHOT = 'hvops.kvm.kvm_snapshot'
+INFO = 'hvops.kvm.kvm_snapshot_info'
 INSTANCE = 'hvops.kvm.kvm_instance'
 TICK = re.compile(r'^tick (\d+)$')
 
@@ -56,6 +58,10 @@ def snap(node, check=False, diff=False, **args):
     return run_adhoc(node.inventory, SNAPSHOT, args, check=check, diff=diff)
 
 
+def info(node, name='vm'):
+    return ok(run_adhoc(node.inventory, INFO, {'run_dir': node.run_dir, 'name': name}))
+
+
 def ok(done):
     assert done.rc == 0, done
     return done.result()
@@ -66,6 +72,21 @@ def refused(done, words):
     result = done.result()
     assert result.get('failed') and words in result['msg'], result
     return result
+
+
+def refusals(node, cases):
+    """Each (args, words) of cases as one task of a single playbook (errors
+    ignored): each must fail, saying words. Their results."""
+    tasks = [{'name': 'case %d' % index, 'ignore_errors': True,
+              SNAPSHOT: dict({'run_dir': node.run_dir, 'state_dir': node.state_dir, 'name': 'vm'}, **args)}
+             for index, (args, _words) in enumerate(cases)]
+    done = run_playbook(node.inventory, write_playbook(os.path.join(node.base, 'refusals.yml'), tasks))
+    results = [result for _name, result in done.tasks()]
+    assert len(results) == len(cases), done
+    for (args, words), result in zip(cases, results):
+        assert result.get('failed') and words in result['msg'], (args, result)
+        assert result['changed'] is False
+    return results
 
 
 def names(result):
@@ -118,10 +139,12 @@ def test_running_guest_ram_and_disk_snapshots_revert_and_retention(node):
         assert frozen['changed'] is True, frozen
         assert [(r['name'], r['vmstate'], r['vm_state_size']) for r in frozen['snapshots']] == [
             ('ram1', True, ram1['vm_state_size']), ('disk1', False, 0)]
-        refused(snap(node, snapshot='disk2', freeze=True), 'freeze is for disk-only snapshots')
-        # A running guest cannot go back to its disks alone.
-        refused(snap(node, snapshot='disk1', state='reverted'), 'holds only the disks')
-        refused(snap(node, snapshot='nope', state='reverted'), 'has no snapshot nope')
+        refusals(node, [
+            ({'snapshot': 'disk2', 'freeze': True}, 'freeze is for disk-only snapshots'),
+            # A running guest cannot go back to its disks alone.
+            ({'snapshot': 'disk1', 'state': 'reverted'}, 'holds only the disks'),
+            ({'snapshot': 'nope', 'state': 'reverted'}, 'has no snapshot nope')])
+        assert listed(d0) == listed(d1) == ['ram1', 'disk1']
 
         # Revert with RAM: the tick counter goes back to the snapshot's, and on from there.
         time.sleep(3)
@@ -135,7 +158,9 @@ def test_running_guest_ram_and_disk_snapshots_revert_and_retention(node):
         first = back.index(min(back))
         assert before <= back[first] <= after + 1 < last, (before, after, last, back, ticks(recorder, seen))
         assert back[first:] == list(range(back[first], back[first] + len(back) - first)), back
-        assert ok(snap(node, state='list'))['state'] == 'running'
+        listing = info(node)
+        assert listing['state'] == 'running' and listing['changed'] is False, listing
+        assert listing['snapshots'] == reverted['snapshots'] and names(listing) == ['ram1', 'disk1']
 
         # Retention: the newest two are kept, the named one among them.
         kept = ok(snap(node, snapshot='disk2', vmstate=False, retention=2, diff=True))
@@ -177,29 +202,43 @@ def test_stopped_instance_offline_create_list_revert_delete_and_refusals(node):
     assert qemu_io(d0, 'read -P 0xab 0 64k') and qemu_io(d1, 'read -P 0xab 0 64k')
 
     # Retention keeps the newest N by date.
-    for name in ('s2', 's3'):
-        time.sleep(1.1)
-        ok(snap(node, snapshot=name))
+    tasks = [{'name': name, SNAPSHOT: {'run_dir': node.run_dir, 'state_dir': node.state_dir, 'name': 'vm',
+                                       'snapshot': name}} for name in ('s2', 's3')]
+    assert run_playbook(node.inventory, write_playbook(os.path.join(node.base, 'more.yml'), tasks)).rc == 0
     kept = ok(snap(node, snapshot='s4', retention=2))
     assert kept['actions'] == ['create s4', 'delete s1', 'delete s2'] and names(kept) == ['s3', 's4'], kept
     assert listed(d0) == listed(d1) == ['s3', 's4']
 
     # Refusals change nothing.
     before = (listed(d0), listed(d1), node.snapshot())
-    refused(snap(node, snapshot='s5', vmstate=True), 'cannot hold RAM state')
-    refused(snap(node, snapshot='12'), 'not only digits')
-    refused(snap(node, snapshot='a b'), 'invalid snapshot name')
-    refused(snap(node, snapshot='-x'), 'invalid snapshot name')
-    refused(snap(node, snapshot='s5', retention=0), 'retention must be')
-    refused(snap(node, snapshot='gone', state='reverted'), 'has no snapshot gone')
-    refused(snap(node, snapshot='s1', name='ghost'), 'no such instance')
-    refused(snap(node, snapshot='s1', name='rawvm'), 'disk 0 (%s) is raw' % raw)
+    refusals(node, [
+        ({'snapshot': 's5', 'vmstate': True}, 'cannot hold RAM state'),
+        ({'snapshot': '12'}, 'not only digits'),
+        ({'snapshot': 'a b'}, 'invalid snapshot name'),
+        ({'snapshot': '-x'}, 'invalid snapshot name'),
+        ({'snapshot': 's5', 'retention': 0}, 'retention must be'),
+        ({'snapshot': 'gone', 'state': 'reverted'}, 'has no snapshot gone'),
+        ({'snapshot': 's1', 'name': 'ghost'}, 'no such instance'),
+        ({'snapshot': 's1', 'name': 'rawvm'}, 'disk 0 (%s) is raw' % raw)])
     subprocess.run(['qemu-img', 'snapshot', '-c', 'half', d1], check=True)
     half = refused(snap(node, snapshot='half', state='absent'), 'snapshot half is inconsistent')
     assert d1 in half['msg'] and d0 not in half['msg'].split('exists on')[1], half
     assert (listed(d0), listed(d1)[:2], node.snapshot()) == before
 
+    # Another run holds the instance's lock: the task waits for it, then gives up, changing nothing.
+    lock = os.open(os.path.join(node.run_dir, 'lock', 'vm.lock'), os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        refused(snap(node, snapshot='s5', lock_timeout=1), 'another run has held')
+    finally:
+        os.close(lock)
+    assert listed(d0) == ['s3', 's4']
+
     gone = ok(snap(node, snapshot='s3', state='absent', diff=True))
     assert gone['diff'] == {'before': {'snapshots': ['s3', 's4', 'half']},
                             'after': {'snapshots': ['s4', 'half']}}, gone
     assert ok(snap(node, snapshot='s3', state='absent'))['changed'] is False
+    listing = info(node)
+    assert listing['state'] == 'stopped' and names(listing) == ['s4', 'half'], listing
+    assert listing['snapshots'][1] == {'name': 'half', 'date': listing['snapshots'][1]['date'], 'vm_state_size': 0,
+                                       'vmstate': False, 'disks': [d1]}
