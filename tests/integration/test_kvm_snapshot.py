@@ -156,6 +156,8 @@ def test_running_guest_ram_and_disk_snapshots_revert_and_retention(node):
         time.sleep(1.5)
         back = ticks(recorder, mark)
         first = back.index(min(back))
+        print('\nticks: %d..%d while the snapshot was taken, %d before the revert, then %s'
+              % (before, after, last, back))
         assert before <= back[first] <= after + 1 < last, (before, after, last, back, ticks(recorder, seen))
         assert back[first:] == list(range(back[first], back[first] + len(back) - first)), back
         listing = info(node)

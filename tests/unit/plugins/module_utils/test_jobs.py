@@ -16,9 +16,11 @@ class ScriptedQmp:
         self.error = error
         self.start_fails = start_fails
         self.calls = []
+        self.timeouts = []
 
-    def execute(self, command, arguments=None):
+    def execute(self, command, arguments=None, timeout=None):
         self.calls.append(command)
+        self.timeouts.append(timeout)
         if command == 'query-jobs':
             status = self.states.pop(0) if len(self.states) > 1 else self.states[0]
             if status is None:
@@ -47,6 +49,8 @@ def test_a_job_that_succeeds_is_waited_for_and_dismissed():
     info = _jobs.run_job(qmp, 'snapshot-save', {'job-id': 'j1'}, timeout=10)
     assert info['status'] == 'concluded'
     assert qmp.calls[0] == 'snapshot-save' and qmp.calls[-1] == 'job-dismiss'
+    # The start and the queries may take as long as the job (QEMU answers once it is done).
+    assert qmp.timeouts[0] == 10 and 9 < qmp.timeouts[1] <= 10
 
 
 def test_a_failed_job_raises_its_error_and_is_dismissed():
