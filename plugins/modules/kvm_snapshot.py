@@ -83,8 +83,9 @@ options:
       - For a disk-only snapshot (O(vmstate=false)) of a running guest, freeze its file systems
         through its guest agent (C(guest-fsfreeze-freeze)) for the snapshot, and thaw them after
         (C(guest-fsfreeze-thaw)) whatever happens, checking that they are thawed and trying again
-        up to three times. The guest must run with C(guest_agent) true and its agent answer;
-        else nothing is snapshotted and the task fails.
+        up to three times. The guest must run with C(guest_agent) true and its agent answer
+        (each agent command waits up to O(monitor_timeout)); else nothing is snapshotted and the
+        task fails.
       - Refused with a snapshot with RAM, which is consistent anyway - and would come back frozen.
         Not needed for a stopped instance (ignored).
     type: bool
