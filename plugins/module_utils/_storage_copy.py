@@ -49,7 +49,8 @@ NODE_PREFIX = 'hvops-nbd-'
 EXPORT_PATTERN = re.compile(r'disk(\d{1,3})')
 MAX_DISK_BYTES = 1 << 50
 MAX_MAP_ENTRIES = 64
-IMAGE_MODE = 0o660
+# As kvm_disk makes images: the QEMU user's, and nobody else's.
+IMAGE_MODE = 0o600
 # Room left on a target file system beyond the images' virtual sizes.
 SPACE_MARGIN = 64 * 1024 * 1024
 POLL_INTERVAL = 0.25
@@ -204,7 +205,8 @@ def create_images(run, copies, qemu_user):
             info = os.lstat(copy['path'])
             if not stat.S_ISREG(info.st_mode):
                 raise MigrationError('%s is not a regular file after qemu-img create' % copy['path'])
-            os.chown(copy['path'], 0, qemu_user.gid if qemu_user is not None else 0)
+            if qemu_user is not None:
+                os.chown(copy['path'], qemu_user.uid, qemu_user.gid)
             os.chmod(copy['path'], IMAGE_MODE)
     except BaseException:
         remove_images(made)
