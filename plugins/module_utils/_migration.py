@@ -440,7 +440,7 @@ class Migration:
         if leftovers is not None and leftovers.abort(wait=0):
             raise MigrationError('mirror jobs of an earlier copy migration still run on this QEMU (their NBD'
                                  ' connection hangs); they end once it breaks', instance=self.name, status='failed')
-        mirrors = _storage_copy.Mirrors(qmp, self.name, self.params)
+        mirrors = _storage_copy.Mirrors(qmp, self.name, self.params, run=self.run)
         timeout = self.params['timeout']
         try:
             mirrors.start(nbd['host'], nbd, tls_creds=tls_params['tls-creds'] or None,

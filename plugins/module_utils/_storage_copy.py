@@ -34,6 +34,7 @@ and only those are ever removed by a rollback.
 
 import os
 import re
+import shutil
 import stat
 import time
 
@@ -294,16 +295,19 @@ def check_nbd(name, nbd, spec):
 class Mirrors:
     """The mirror jobs of one copy migration on the source's open session."""
 
-    def __init__(self, qmp, name, params):
+    def __init__(self, qmp, name, params, run=None):
         self.qmp = qmp
         self.name = name
         self.params = params
+        self.run = run
         self.jobs = {}
         self.aborted = False
+        self.peer = None
 
     def start(self, host, nbd, tls_creds=None, tls_hostname=None):
         """An NBD client node and a full mirror job per exported disk."""
         bandwidth = self.params.get('storage_bandwidth_mib') or 0
+        self.peer = (host, nbd['port'])
         for index, export_name in sorted(nbd['exports'].items()):
             node = '%s%d' % (NODE_PREFIX, index)
             job = '%s%d' % (JOB_PREFIX, index)
@@ -389,6 +393,7 @@ class Mirrors:
         """Cancel this migration's jobs, and dismiss them and remove their NBD
         nodes once they ended; the jobs still ending after ``wait`` seconds."""
         self.aborted = True
+        self.disconnect()
         for job in self.jobs:
             try:
                 self.qmp.execute('block-job-cancel', {'device': job, 'force': True})
@@ -398,6 +403,18 @@ class Mirrors:
             return self._conclude(wait, errors_ok=True)
         finally:
             self._dismiss()
+
+    def disconnect(self):
+        """Break this migration's NBD connections to the target (``ss -K``)
+        before its jobs are cancelled. A cancelled job waits for its requests
+        in flight, and while it waits QEMU's main loop holds the guest: on a
+        cut link or a stopped target those requests would hang until TCP gives
+        up. Broken, they fail at once and the job ends; the target's copy is
+        being discarded anyway. Best effort: without ss nothing is done."""
+        if self.run is None or self.peer is None or shutil.which('ss') is None:
+            return
+        host, port = self.peer
+        self.run([shutil.which('ss'), '-K', 'dst', '[%s]' % host if ':' in host else host, 'dport', '=', str(port)])
 
     def _conclude(self, wait, errors_ok=False):
         """Wait until every job concluded; with ``errors_ok`` the jobs still
