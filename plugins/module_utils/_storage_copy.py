@@ -40,6 +40,7 @@ import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MigrationError, MonitorError, MonitorTimeout, ValidationError)
+from ansible_collections.hvops.kvm.plugins.module_utils._jobs import dismiss
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_img import run_qemu_img
 
 STORAGE_MODES = ('shared', 'copy')
@@ -445,11 +446,11 @@ class Mirrors:
         """Dismiss the concluded jobs and remove the NBD nodes no job uses any
         more (QEMU refuses the others: they are left for a later phase)."""
         for job, node in self.jobs.items():
-            for command, arguments in (('job-dismiss', {'id': job}), ('blockdev-del', {'node-name': node})):
-                try:
-                    self.qmp.execute(command, arguments)
-                except MonitorError:
-                    pass
+            dismiss(self.qmp, job)
+            try:
+                self.qmp.execute('blockdev-del', {'node-name': node})
+            except MonitorError:
+                pass
 
     @classmethod
     def leftovers(cls, qmp, name, params):
