@@ -158,13 +158,17 @@ class Migration:
         off before it could (they would go on writing to the target)."""
         if self.check_mode:
             return
-        with self.instance.monitor() as qmp:
-            leftovers = _storage_copy.Mirrors.leftovers(qmp, self.name, self.params)
-            if leftovers is not None:
-                running = leftovers.abort()
-                self.warnings.append('mirror jobs of an interrupted copy migration were left here: %s' % (
-                    'cancelled' if not running else '%s still wait on their NBD connection and end once it'
-                    ' breaks' % ', '.join(running)))
+        try:
+            with self.instance.monitor() as qmp:
+                leftovers = _storage_copy.Mirrors.leftovers(qmp, self.name, self.params)
+                running = leftovers.abort() if leftovers is not None else None
+        except MonitorError as err:
+            self.warnings.append('could not look for mirror jobs of an interrupted copy migration: %s' % err.msg)
+            return
+        if running is not None:
+            self.warnings.append('mirror jobs of an interrupted copy migration were left here: %s' % (
+                'cancelled' if not running else '%s still wait on their NBD connection and end once it'
+                ' breaks' % ', '.join(running)))
 
     def adopt(self, record, runtime):
         """Make the live copy here the guest, running; the actions (only
@@ -586,7 +590,8 @@ class Migration:
         if not record['present']:
             raise MigrationError('the source copy is gone (%s): nothing to resume here; run status on'
                                  ' both nodes and then recover' % record['state'], instance=self.name)
-        self.end_mirrors()
+        if self.params['storage'] == 'copy':
+            self.end_mirrors()
         if record['run_state'] == 'running' and record['migration_status'] not in OUTGOING_MIGRATION:
             return {'state': 'running', 'pid': record['pid']}
         if not self.params['target_confirmed_dead']:
