@@ -15,5 +15,8 @@ MODULE_OPTIONS = dict(supports_check_mode=True)
 
 
 def run(params, run_command, check_mode=False):
-    """(result, diff) of one kvm_disk_info task: the image as kvm_disk reports it, nothing changed."""
-    return run_task(dict(params, state='info'), run_command, check_mode=check_mode)
+    """The result of one kvm_disk_info task: the image as kvm_disk reports it
+    (without kvm_disk's actions), nothing changed."""
+    result, _diff = run_task(dict(params, state='info'), run_command, check_mode=check_mode)
+    result.pop('actions', None)
+    return result

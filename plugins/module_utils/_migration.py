@@ -65,6 +65,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._migration_settings impo
     DEFAULTS, capabilities, check_options, listen_address, parameters, parse_port_range, parse_uri, tcp_uri)
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_watch import Outgoing, resume
 from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import first_free_port
 from ansible_collections.hvops.kvm.plugins.module_utils._proc import available_kib, flock_held, held_locks, meminfo
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import (
     has_definition, has_vnc_password, load_definition, make_runtime, save_definition, save_runtime, undefine)
@@ -74,7 +75,6 @@ from ansible_collections.hvops.kvm.plugins.module_utils._values import vnc_passw
 
 PHASES = ('prepare', 'accept', 'migrate', 'finalize', 'confirm', 'status', 'recover')
 ROLES = ('source', 'target')
-BUSY_PORT = 'Address already in use'
 
 
 # -- the phases ----------------------------------------------------------------------
@@ -356,20 +356,15 @@ class Migration:
         return pid
 
     def _listen(self, qmp, address, low, high):
-        busy = []
-        for port in range(low, high + 1):
-            uri = tcp_uri(address, port)
-            try:
-                qmp.execute('migrate-incoming', {'uri': uri})
-            except MonitorError as err:
-                if BUSY_PORT in (err.desc or ''):
-                    busy.append(port)
-                    continue
-                raise MigrationError('cannot listen on %s: %s' % (uri, err.desc or err.msg),
-                                     instance=self.name)
-            return port, busy
-        raise MigrationError('every port of %d-%d on %s is in use' % (low, high, address),
-                             instance=self.name, busy_ports=busy)
+        try:
+            port, busy = first_free_port(qmp, 'migrate-incoming', lambda port: {'uri': tcp_uri(address, port)},
+                                         low, high)
+        except MonitorError as err:
+            raise MigrationError('cannot listen on %s: %s' % (address, err.desc or err.msg), instance=self.name)
+        if port is None:
+            raise MigrationError('every port of %d-%d on %s is in use' % (low, high, address),
+                                 instance=self.name, busy_ports=busy)
+        return port, busy
 
     # -- migrate (source) --------------------------------------------------
     def migrate(self):

@@ -27,8 +27,11 @@ def call_library(module, func, *args, **kwargs):
     return None
 
 
-def exit_with(module, result):
-    """exit_json with result, its 'warnings' list sent through module.warn."""
+def exit_with(module, result, diff=None):
+    """exit_json with result, its 'warnings' list sent through module.warn;
+    ``diff`` (before/after) goes in only under --diff."""
+    if diff is not None and module._diff:
+        result['diff'] = diff
     for warning in result.pop('warnings', []):
         module.warn(warning)
     module.exit_json(**result)

@@ -42,6 +42,8 @@ READ_SIZE = 65536
 CLOSE_GRACE = 1.0
 # Seconds a session waits for QEMU (the modules' monitor_timeout default).
 DEFAULT_TIMEOUT = 10.0
+# What QEMU says when a port it is to listen on is taken.
+BUSY_PORT = 'Address already in use'
 STDERR_LIMIT = 4096
 SOCAT_LOG_PREFIX = re.compile(r'^.*?socat\[\d+\] [A-Z] ', re.MULTILINE)
 BUSY_HINT = ('monitor busy: a -qmp socket serves one client at a time; '
@@ -331,6 +333,24 @@ class QmpSession:
 
     def _error(self, cls, msg, **details):
         return cls(msg, instance=self.instance, qmp_socket=self.socket_path, **details)
+
+
+def first_free_port(qmp, command, arguments_for, low, high):
+    """(port, busy): the first port from low to high on which QEMU takes
+    ``command`` with ``arguments_for(port)`` (a listening socket it binds),
+    and the ports it said were in use; port is None when all of them are.
+    Any other refusal raises its MonitorError."""
+    busy = []
+    for port in range(low, high + 1):
+        try:
+            qmp.execute(command, arguments_for(port))
+        except MonitorError as err:
+            if BUSY_PORT in (err.desc or ''):
+                busy.append(port)
+                continue
+            raise
+        return port, busy
+    return None, busy
 
 
 def qmp_command(socket_path, command, arguments=None, **session_args):

@@ -40,7 +40,8 @@ import time
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     MigrationError, MonitorError, MonitorTimeout, ValidationError)
-from ansible_collections.hvops.kvm.plugins.module_utils._jobs import dismiss
+from ansible_collections.hvops.kvm.plugins.module_utils._jobs import dismiss, job_info
+from ansible_collections.hvops.kvm.plugins.module_utils._qmp import first_free_port
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_img import run_qemu_img
 
 STORAGE_MODES = ('shared', 'copy')
@@ -235,21 +236,19 @@ def export(qmp, copies, address, ports, tls_creds=None, tls_authz=None):
     """Start the NBD server on the first free port of ``ports`` (low, high)
     and export each copy's drive, writable; the port."""
     low, high = ports
-    server = {'addr': {'type': 'inet', 'data': {'host': address, 'port': None}}}
+    tls = {}
     if tls_creds:
-        server['tls-creds'] = tls_creds
+        tls['tls-creds'] = tls_creds
         if tls_authz:
-            server['tls-authz'] = tls_authz
-    for port in range(low, high + 1):
-        server['addr']['data']['port'] = str(port)
-        try:
-            qmp.execute('nbd-server-start', server)
-        except MonitorError as err:
-            if 'Address already in use' in (err.desc or ''):
-                continue
-            raise MigrationError('cannot start the NBD server on %s:%d: %s' % (address, port, err.desc or err.msg))
-        break
-    else:
+            tls['tls-authz'] = tls_authz
+
+    def server(port):
+        return dict(tls, addr={'type': 'inet', 'data': {'host': address, 'port': str(port)}})
+    try:
+        port, _busy = first_free_port(qmp, 'nbd-server-start', server, low, high)
+    except MonitorError as err:
+        raise MigrationError('cannot start the NBD server on %s: %s' % (address, err.desc or err.msg))
+    if port is None:
         raise MigrationError('every port of %d-%d on %s is in use (NBD server)' % (low, high, address))
     nodes = dict((entry.get('device'), (entry.get('inserted') or {}).get('node-name'))
                  for entry in qmp.execute('query-block') or [])
@@ -341,10 +340,10 @@ class Mirrors:
                     if job.get('device') in self.jobs)
 
     def job_error(self, job):
-        for entry in self.qmp.execute('query-jobs') or []:
-            if entry.get('id') == job:
-                return entry.get('error') or 'it ended (%s)' % entry.get('status')
-        return 'it is gone'
+        entry = job_info(self.qmp, job)
+        if entry is None:
+            return 'it is gone'
+        return entry.get('error') or 'it ended (%s)' % entry.get('status')
 
     def wait_ready(self, deadline, stall_timeout):
         """Wait until every job mirrors in step (ready); the bytes copied. A job

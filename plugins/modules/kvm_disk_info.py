@@ -130,9 +130,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._module import call_libr
 
 def main():
     module = AnsibleModule(argument_spec=service.ARGUMENT_SPEC, **service.MODULE_OPTIONS)
-    result, _diff = call_library(module, service.run, module.params, runner(module), check_mode=module.check_mode)
-    result.pop('actions', None)
-    exit_with(module, result)
+    exit_with(module, call_library(module, service.run, module.params, runner(module), check_mode=module.check_mode))
 
 
 if __name__ == '__main__':

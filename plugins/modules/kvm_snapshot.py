@@ -217,9 +217,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._module import call_libr
 def main():
     module = AnsibleModule(argument_spec=service.ARGUMENT_SPEC, **service.MODULE_OPTIONS)
     result, diff = call_library(module, service.run, module.params, runner(module), check_mode=module.check_mode)
-    if module._diff:
-        result['diff'] = diff
-    exit_with(module, result)
+    exit_with(module, result, diff)
 
 
 if __name__ == '__main__':
