@@ -158,70 +158,74 @@ def _resolved(backing, referrer):
 
 def _entry(entry, path):
     """One image of the chain, checked: the fields parse_info uses."""
+    origin = 'qemu-img info about %s' % path
     if not isinstance(entry, dict):
-        raise ImageError('qemu-img info about %s printed an image that is not an object' % path)
+        raise ImageError('%s printed an image that is not an object' % origin)
     return {
-        'filename': _text(entry.get('filename'), 'filename', path),
-        'format': _format(entry.get('format'), 'format', path),
-        'virtual_size': _bytes(entry.get('virtual-size'), 'virtual-size', path),
-        'actual_size': _bytes(entry.get('actual-size'), 'actual-size', path, optional=True),
-        'cluster_size': _bytes(entry.get('cluster-size'), 'cluster-size', path, optional=True),
+        'filename': _text(entry.get('filename'), 'filename', origin),
+        'format': _format(entry.get('format'), 'format', origin),
+        'virtual_size': _bytes(entry.get('virtual-size'), 'virtual-size', origin),
+        'actual_size': _bytes(entry.get('actual-size'), 'actual-size', origin, optional=True),
+        'cluster_size': _bytes(entry.get('cluster-size'), 'cluster-size', origin, optional=True),
         'backing': _text(entry.get('full-backing-filename', entry.get('backing-filename')),
-                         'backing-filename', path, optional=True),
-        'backing_format': _format(entry['backing-filename-format'], 'backing-filename-format', path)
+                         'backing-filename', origin, optional=True),
+        'backing_format': _format(entry['backing-filename-format'], 'backing-filename-format', origin)
         if entry.get('backing-filename-format') is not None else None,
-        'snapshots': _snapshots(entry.get('snapshots', []), path),
-        'dirty': _flag(entry.get('dirty-flag', False), 'dirty-flag', path),
+        'snapshots': snapshot_list(entry.get('snapshots', []), origin),
+        'dirty': _flag(entry.get('dirty-flag', False), 'dirty-flag', origin),
     }
 
 
-def _snapshots(value, path):
+def snapshot_list(value, origin):
+    """An image's internal snapshots, checked, from the JSON both qemu-img
+    info and QMP's query-block print (QAPI's SnapshotInfo: name, id, date-sec,
+    date-nsec, vm-state-size, vm-clock-sec, vm-clock-nsec): [{name, id,
+    vm_state_size, date (epoch seconds), vm_clock_nsec}]. ``origin`` says who
+    printed it, for the ImageError of anything of another shape."""
     if not isinstance(value, list) or len(value) > MAX_SNAPSHOTS:
-        raise ImageError('qemu-img info about %s printed snapshots that are not a list of at most %d'
-                         % (path, MAX_SNAPSHOTS))
+        raise ImageError('%s printed snapshots that are not a list of at most %d' % (origin, MAX_SNAPSHOTS))
     snapshots = []
     for item in value:
         if not isinstance(item, dict):
-            raise ImageError('qemu-img info about %s printed a snapshot that is not an object' % path)
+            raise ImageError('%s printed a snapshot that is not an object' % origin)
         snapshots.append({
-            'name': _text(item.get('name'), 'snapshot name', path, empty=True),
-            'id': _text(item.get('id'), 'snapshot id', path),
-            'vm_state_size': _bytes(item.get('vm-state-size', 0), 'vm-state-size', path),
-            'date': _bytes(item.get('date-sec'), 'date-sec', path)
-            + _bytes(item.get('date-nsec', 0), 'date-nsec', path) / float(NANOSECONDS),
-            'vm_clock_nsec': _bytes(item.get('vm-clock-sec', 0), 'vm-clock-sec', path) * NANOSECONDS
-            + _bytes(item.get('vm-clock-nsec', 0), 'vm-clock-nsec', path),
+            'name': _text(item.get('name'), 'snapshot name', origin, empty=True),
+            'id': _text(item.get('id'), 'snapshot id', origin),
+            'vm_state_size': _bytes(item.get('vm-state-size', 0), 'vm-state-size', origin),
+            'date': _bytes(item.get('date-sec'), 'date-sec', origin)
+            + _bytes(item.get('date-nsec', 0), 'date-nsec', origin) / float(NANOSECONDS),
+            'vm_clock_nsec': _bytes(item.get('vm-clock-sec', 0), 'vm-clock-sec', origin) * NANOSECONDS
+            + _bytes(item.get('vm-clock-nsec', 0), 'vm-clock-nsec', origin),
         })
     return snapshots
 
 
-def _bytes(value, field, path, optional=False):
+def _bytes(value, field, origin, optional=False):
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BYTES:
-        raise ImageError('qemu-img info about %s printed %s %r, not a number from 0 to %d'
-                         % (path, field, value, MAX_BYTES))
+        raise ImageError('%s printed %s %r, not a number from 0 to %d' % (origin, field, value, MAX_BYTES))
     return value
 
 
-def _text(value, field, path, optional=False, empty=False):
+def _text(value, field, origin, optional=False, empty=False):
     if value is None and optional:
         return None
     if not isinstance(value, str) or (not value and not empty) or len(value) > MAX_TEXT or '\0' in value:
-        raise ImageError('qemu-img info about %s printed %s %r, not a text of at most %d characters'
-                         % (path, field, value, MAX_TEXT))
+        raise ImageError('%s printed %s %r, not a text of at most %d characters'
+                         % (origin, field, value, MAX_TEXT))
     return value
 
 
-def _flag(value, field, path):
+def _flag(value, field, origin):
     if not isinstance(value, bool):
-        raise ImageError('qemu-img info about %s printed %s %r, not true or false' % (path, field, value))
+        raise ImageError('%s printed %s %r, not true or false' % (origin, field, value))
     return value
 
 
-def _format(value, field, path=None):
+def _format(value, field, origin=None):
     if not isinstance(value, str) or not FORMAT_PATTERN.fullmatch(value):
-        if path is None:
+        if origin is None:
             raise ValidationError('%s must be an image format name such as raw or qcow2, got %r' % (field, value))
-        raise ImageError('qemu-img info about %s printed %s %r, not a format name' % (path, field, value))
+        raise ImageError('%s printed %s %r, not a format name' % (origin, field, value))
     return value

@@ -27,7 +27,8 @@ import os
 from ansible_collections.hvops.kvm.plugins.module_utils._agent import AgentError, AgentSession
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import MonitorError, StateError
 from ansible_collections.hvops.kvm.plugins.module_utils._jobs import new_job_id, run_job
-from ansible_collections.hvops.kvm.plugins.module_utils._snapshot_rules import combine, entry
+from ansible_collections.hvops.kvm.plugins.module_utils._qemu_img import snapshot_list
+from ansible_collections.hvops.kvm.plugins.module_utils._snapshot_rules import combine
 
 THAW_ATTEMPTS = 3
 
@@ -55,7 +56,8 @@ def live_disks(qmp, disks, instance=None):
         image = inserted.get('image') or {}
         found.append({'index': index, 'path': path, 'device': block.get('device'),
                       'node': inserted.get('node-name'),
-                      'snapshots': [entry(raw) for raw in image.get('snapshots') or []]})
+                      'snapshots': snapshot_list(image.get('snapshots') or [],
+                                                 "QEMU's query-block about %s" % path)})
     return found
 
 

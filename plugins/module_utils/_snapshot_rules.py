@@ -62,22 +62,6 @@ def snapshot_disks(spec, instance=None):
     return disks
 
 
-def entry(raw):
-    """One disk's snapshot from QMP's JSON (query-block: name, id, date-sec,
-    date-nsec, vm-state-size, vm-clock-sec, vm-clock-nsec) in the shape
-    _qemu_img.image_info gives qemu-img's: {name, id, vm_state_size, date
-    (epoch seconds), vm_clock_nsec}; None for an entry of another shape."""
-    if not isinstance(raw, dict) or not isinstance(raw.get('name'), str):
-        return None
-    fields = [raw.get(key, 0) for key in ('date-sec', 'date-nsec', 'vm-state-size', 'vm-clock-sec',
-                                          'vm-clock-nsec')]
-    if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0 for value in fields):
-        return None
-    seconds, nanos, size, clock_sec, clock_nsec = fields
-    return {'name': raw['name'], 'id': str(raw.get('id')), 'vm_state_size': size,
-            'date': seconds + nanos / 1e9, 'vm_clock_nsec': clock_sec * 1000000000 + clock_nsec}
-
-
 def iso_date(epoch):
     """ISO 8601 in UTC, to the second (None stays None)."""
     if epoch is None:
@@ -94,8 +78,6 @@ def combine(per_disk):
     seen = {}
     for path, entries in per_disk:
         for item in entries:
-            if item is None:
-                continue
             record = seen.get(item['name'])
             if record is None:
                 record = seen[item['name']] = {'name': item['name'], 'date': item['date'],

@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     ImageError, MissingBinaryError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_img import (
-    backing_files, find_qemu_img, image_info, parse_info, run_qemu_img)
+    backing_files, find_qemu_img, image_info, parse_info, run_qemu_img, snapshot_list)
 from ansible_collections.hvops.kvm.plugins.module_utils._values import size_bytes
 
 QCOW2 = {
@@ -138,3 +138,15 @@ def test_info_with_real_qemu_img(tmp_path):
         image_info(real_run, top)
     # One image at a time: the missing file ends the walk, the chain above it stays known.
     assert backing_files(real_run, top, fmt='qcow2') == [{'path': base, 'format': 'raw'}]
+
+
+def test_snapshot_list_reads_query_block_entries_and_refuses_other_shapes():
+    raw = {'name': 'two', 'id': '1', 'date-sec': 1796237027, 'date-nsec': 500000000, 'vm-clock-sec': 5,
+           'vm-clock-nsec': 216220133, 'vm-state-size': 105382611}
+    origin = "QEMU's query-block about /a.qcow2"
+    assert snapshot_list([raw], origin) == [{'name': 'two', 'id': '1', 'vm_state_size': 105382611,
+                                             'date': 1796237027.5, 'vm_clock_nsec': 5216220133}]
+    for bad in ({}, [None], [[]], [{'id': '1'}], [dict(raw, name=3)], [dict(raw, **{'date-sec': -1})],
+                [dict(raw, **{'vm-state-size': 'big'})], [dict(raw, **{'date-nsec': True})], [dict(raw, id=1)]):
+        with pytest.raises(ImageError, match=r"^QEMU's query-block about /a\.qcow2 printed "):
+            snapshot_list(bad, origin)

@@ -4,7 +4,7 @@ import pytest
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import StateError, ValidationError
 from ansible_collections.hvops.kvm.plugins.module_utils._snapshot_rules import (
-    combine, entry, find, iso_date, retention_victims, shown, snapshot_disks, validate_retention,
+    combine, find, iso_date, retention_victims, shown, snapshot_disks, validate_retention,
     validate_snapshot_name)
 
 
@@ -43,22 +43,12 @@ def test_snapshot_disks_skips_read_only_and_refuses_writable_raw():
         snapshot_disks({'disks': [disk('/iso.raw', 'raw', True)]})
 
 
-def test_entry_from_qmp_and_hostile_shapes():
-    raw = {'name': 'two', 'id': '1', 'date-sec': 1796237027, 'date-nsec': 500000000, 'vm-clock-sec': 5,
-           'vm-clock-nsec': 216220133, 'vm-state-size': 105382611}
-    assert entry(raw) == {'name': 'two', 'id': '1', 'vm_state_size': 105382611, 'date': 1796237027.5,
-                          'vm_clock_nsec': 5216220133}
-    for bad in (None, [], {'id': '1'}, dict(raw, name=3), dict(raw, **{'date-sec': -1}),
-                dict(raw, **{'vm-state-size': 'big'}), dict(raw, **{'date-nsec': True})):
-        assert entry(bad) is None
-
-
 def item(name, date, size=0):
     return {'name': name, 'id': '1', 'date': date, 'vm_state_size': size, 'vm_clock_nsec': 0}
 
 
 def test_combine_sorts_oldest_first_and_marks_incomplete():
-    snapshots = combine([('/a', [item('new', 30, 100), item('old', 10), None]),
+    snapshots = combine([('/a', [item('new', 30, 100), item('old', 10)]),
                          ('/b', [item('old', 10.2), item('new', 30), item('half', 20)])])
     assert [(s['name'], s['complete'], s['vmstate'], s['disks']) for s in snapshots] == [
         ('old', True, False, ['/a', '/b']), ('half', False, False, ['/b']), ('new', True, True, ['/a', '/b'])]
