@@ -8,7 +8,11 @@ prints ``disk: wrote N``. Its disk lies in a directory of kvm-a's; the lab's
 hosts share one file system, so ``storage_map`` puts the target's images in a
 directory of kvm-b's, as an operator with different storage paths would.
 
-* The phases one by one, over TLS: between migrate and finalize, with the
+* The phases one by one, over TLS. Between accept and migrate, two rogue NBD
+  clients in kvm-a's namespace try to write into the target's export before
+  the source does: one without TLS, one with a valid certificate of the
+  lab's CA for a third node; the target refuses both. Between migrate and
+  finalize, with the
   source stopped for good (postmigrate) and the target not yet resumed,
   ``qemu-img compare`` finds both images identical; then the guest runs on
   kvm-b, its tick counter and its disk counter going on, from the image in
@@ -60,7 +64,7 @@ def setting(lab):
         os.chmod(path, 0o711)
     kernel, initrd = build_linux_guest('disk-writer')
     try:
-        yield {'inventory': inventory_with_tls(lab, pki), 'kernel': kernel, 'initrd': initrd, 'dirs': dirs,
+        yield {'inventory': inventory_with_tls(lab, pki), 'pki': pki, 'kernel': kernel, 'initrd': initrd, 'dirs': dirs,
                'tls_dirs': dict((host, os.path.join(pki.base, 'node-%s-ca-hvops-lab-ca' % host))
                                 for host in dirs)}
     finally:
@@ -152,6 +156,7 @@ def test_the_phases_over_tls_leave_identical_images_and_the_guest_writing_on(lab
         assert accepted['disks'][0]['path'] == target_image and os.path.isfile(target_image)
         assert accepted['nbd']['exports'] == [{'index': 0, 'name': 'disk0'}]
         assert 'export_disks' in accepted['actions']
+        rogue_nbd_clients_are_refused(lab, setting, host_b.address, accepted['nbd'])
         before = last_write(console)
         migrated = module(host_a, {'phase': 'migrate', 'uri': accepted['uri'], 'nbd': accepted['nbd'],
                                    'tls': True, 'tls_dir': setting['tls_dirs']['kvm-a']})
@@ -186,6 +191,28 @@ def test_the_phases_over_tls_leave_identical_images_and_the_guest_writing_on(lab
         target_console.stop()
         console.stop()
         clear_guests(lab, [NAME])
+
+
+def rogue_nbd_clients_are_refused(lab, setting, address, nbd):
+    """A write into the target's export from kvm-a's namespace, without TLS
+    and with a third node's valid certificate: both refused, each in QEMU's
+    own words (the client's for the first, the target's log for the second)."""
+    pki = setting['pki']
+    ca = os.path.join(pki.base, 'ca-hvops-lab-ca')
+    third = pki.node((os.path.join(ca, 'ca.pem'), os.path.join(ca, 'ca.key')), 'kvm-c',
+                     address=lab.host('kvm-a').address)
+    export = nbd['exports'][0]['name']
+    write = ['-c', 'write -P 0xaa 0 4k']
+    plain = lab.run('kvm-a', ['qemu-io', '-f', 'raw', 'nbd://%s:%d/%s' % (address, nbd['port'], export)] + write)
+    assert plain.returncode != 0 and 'not permitted before TLS' in plain.stderr, plain.stdout + plain.stderr
+    third_node = lab.run('kvm-a', [
+        'qemu-io', '--object', 'tls-creds-x509,id=rogue,dir=%s,endpoint=client' % third, '--image-opts',
+        'driver=nbd,server.type=inet,server.host=%s,server.port=%d,export=%s,tls-creds=rogue,tls-hostname=%s'
+        % (address, nbd['port'], export, address)] + write)
+    assert third_node.returncode != 0 and 'wrote' not in third_node.stdout, third_node.stdout + third_node.stderr
+    with open(os.path.join(lab.host('kvm-b').run_dir, 'conf', NAME + '.log')) as handle:
+        log = handle.read()
+    assert 'authz check for CN=kvm-c is denied' in log, log
 
 
 # -- faults during the copy, through playbooks/migrate.yml ----------------------------
