@@ -29,7 +29,7 @@ units: setup
 	$(VENV)/python -m pytest -q tests/unit
 
 integration: setup
-	$(VENV)/python -m pytest -q --durations=15 tests/integration
+	$(VENV)/python -m pytest -q -n 2 --durations=40 --junitxml=build/integration.xml tests/integration
 
 matrix: setup
 	tools/matrix.sh --integration "$(MATRIX_INTEGRATION)" $(MATRIX_CORES)

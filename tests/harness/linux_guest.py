@@ -15,6 +15,7 @@ See tests/linux_guest/README.md.
 """
 import argparse
 import collections
+import fcntl
 import glob
 import gzip
 import hashlib
@@ -382,11 +383,19 @@ def _write(path, data):
 
 
 def build_linux_guest(variant='normal', out_dir=None, deb_cache=DEB_CACHE):
-    """LinuxGuest(kernel, initrd): absolute paths, built (and packages fetched) if needed."""
+    """LinuxGuest(kernel, initrd): absolute paths, built (and packages fetched) if needed.
+    One build at a time on the machine (tests run in two streams): the others
+    wait, then find it built."""
     if variant not in VARIANTS:
         raise LinuxGuestBuildError('unknown Linux guest variant %r; choose one of %s' % (variant, ', '.join(VARIANTS)))
     out_dir = os.path.abspath(out_dir or DEFAULT_OUT)
     os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, '.build.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(variant, out_dir, deb_cache)
+
+
+def _build(variant, out_dir, deb_cache):
     debs = fetch_debs(deb_cache)
     kernel_name = [name for name in debs if name.startswith('linux-image-')][0]
     kernel_version = os.path.basename(debs[kernel_name]).split('_')[1].replace('%3a', '-')

@@ -14,6 +14,15 @@ harness (tests/harness/).
 * machine_state_dir_untouched (autouse): a test that leaves files in this
   machine's own state_dir (/var/lib/hvops-kvm: a module given a run_dir but
   no state_dir) fails.
+
+``make integration`` runs the suite in two streams (pytest-xdist, ``-n 2``;
+whole files to a stream, pytest_xdist_make_scheduler). Every simulated node
+has its own directories and every listener takes the first free port of its
+range, so tests run side by side;
+those sharing something of the whole machine run in one stream, one after
+the other (SHARED): the lab (its namespaces, addresses and lock for the whole
+session), and the kvm_node role and the guests unit (apt, system users,
+systemd-nspawn).
 """
 import os
 import shutil
@@ -28,6 +37,41 @@ from tests.harness.raw_qemu import RawQemu
 from tests.harness.system import give_to_qemu, reachable_dir, require_binary, require_kvm
 
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import DEFAULT_STATE_DIR
+
+
+# Test files sharing something of the whole machine, by the stream they share:
+# every file with a test on the lab, and the kvm_node role's and the unit's.
+SHARED = dict([(name, 'lab') for name in (
+    'test_inventory.py', 'test_lab.py', 'test_migrate_role.py', 'test_migration_faults.py',
+    'test_migration_tls.py', 'test_storage_migration.py')] + [(name, 'node') for name in (
+        'test_guests_unit.py', 'test_kvm_node_role.py')])
+
+
+def stream_of(nodeid):
+    """The unit of work of a test for pytest-xdist: its SHARED stream, else its file."""
+    path = nodeid.split('::', 1)[0]
+    return SHARED.get(os.path.basename(path), path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Whole files to each stream, a SHARED stream's files all to one. (Not
+    pytest-xdist's loadgroup: on pytest 9 it no longer groups anything.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Streams(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return stream_of(nodeid)
+    return Streams(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    """A test on the lab outside the files SHARED says are on it would wait
+    for the lab's lock held by the other stream, then fail: say so now."""
+    for item in items:
+        uses_lab = item.get_closest_marker('lab') or 'lab' in getattr(item, 'fixturenames', ())
+        if uses_lab and stream_of(item.nodeid) != 'lab':
+            raise pytest.UsageError('%s uses the lab: add its file to SHARED in %s' % (item.nodeid, __file__))
 
 
 @pytest.fixture(autouse=True)
