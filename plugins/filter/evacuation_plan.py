@@ -184,8 +184,8 @@ _value:
         - Per target - C(usable), C(reason) (why not usable, else null), C(capacity_mb) (MiB it can
           give guests - allocatable memory, within C(memory_limit_mb) less what its guests have,
           less O(reserve_mb)), C(planned_mb), C(left_mb), C(instances) (placed here by the plan)
-          and C(disks) (with O(storage=copy), per file system the plan copies disks to - C(directory),
-          C(free_mb) and C(planned_mb), the virtual sizes placed there).
+          and C(disks) (per file system the plan copies disks to - C(directory), C(free_mb) and
+          C(planned_mb), the virtual sizes placed there; empty with shared storage).
       type: dict
     storage:
       description: O(storage).
