@@ -6,8 +6,9 @@ rotating): ``_nodeinfo.gather`` - the library call the module makes - per
 gather_subset, the same with one monitor at a time instead of parallel
 sessions, the module run as a plain process (python, Ansible's module_utils,
 the library; no controller, no AnsiballZ wrapper), and the module through
-``ansible localhost -m hvops.kvm.kvm_node_facts``. Every QEMU started is
-stopped.
+``ansible localhost -m hvops.kvm.kvm_node_facts``. Every call asks the
+storage facts of a few directories of this machine's (``storage_paths``);
+``!storage`` is ``all`` without them. Every QEMU started is stopped.
 
     .venv/bin/python -m bench node_facts [--quick]
     .venv/bin/python -m bench.node_facts [--runs 15] [--guests 0,10,20]
@@ -32,8 +33,12 @@ SUBSETS = (
     ('all', ['all']),
     ('instances', ['instances']),
     ('memory', ['memory']),
+    ('storage', ['storage']),
     ('!instances', ['!instances']),
+    ('!storage', ['!storage']),
 )
+# Directories of this machine's, on a few file systems, for the storage facts.
+STORAGE_PATHS = ['/', '/dev/shm', '/run', '/tmp', '/var/tmp']
 SERIAL = 'instances, serial QMP'
 MODULE = 'all, module process'
 ANSIBLE = 'all, ansible ad-hoc'
@@ -45,7 +50,7 @@ def gather(run_dir, subset, expected, parallel=None):
         _nodeinfo.MAX_PARALLEL_MONITORS = parallel
     try:
         start = time.perf_counter()
-        facts = _nodeinfo.gather(common.run, run_dir=run_dir, gather_subset=subset)
+        facts = _nodeinfo.gather(common.run, run_dir=run_dir, gather_subset=subset, storage_paths=STORAGE_PATHS)
         elapsed = time.perf_counter() - start
     finally:
         _nodeinfo.MAX_PARALLEL_MONITORS = saved
@@ -58,7 +63,7 @@ def gather(run_dir, subset, expected, parallel=None):
 def module_process(run_dir, expected):
     args = os.path.join(os.path.dirname(run_dir), 'args.json')
     with open(args, 'w') as handle:
-        json.dump({'ANSIBLE_MODULE_ARGS': {'run_dir': run_dir}}, handle)
+        json.dump({'ANSIBLE_MODULE_ARGS': {'run_dir': run_dir, 'storage_paths': STORAGE_PATHS}}, handle)
     module = os.path.join(common.REPO, 'plugins', 'modules', 'kvm_node_facts.py')
     env = dict(os.environ, PYTHONPATH=COLLECTIONS)
     start = time.perf_counter()
@@ -71,7 +76,7 @@ def module_process(run_dir, expected):
 
 def ansible_adhoc(inventory, run_dir, expected):
     start = time.perf_counter()
-    done = run_adhoc(inventory, 'hvops.kvm.kvm_node_facts', {'run_dir': run_dir})
+    done = run_adhoc(inventory, 'hvops.kvm.kvm_node_facts', {'run_dir': run_dir, 'storage_paths': STORAGE_PATHS})
     elapsed = time.perf_counter() - start
     assert done.rc == 0, done
     instances = done.result()['ansible_facts']['kvm_node']['instances']

@@ -13,6 +13,7 @@ ARGUMENT_SPEC = dict(
     gather_subset=dict(type='list', elements='str', default=['all']),
     qemu_binary=dict(type='str'),
     agent_timeout=dict(type='float', default=AGENT_TIMEOUT),
+    storage_paths=dict(type='list', elements='str', default=[]),
     **HOST_ARGS
 )
 MODULE_OPTIONS = dict(supports_check_mode=True)
@@ -24,6 +25,6 @@ def run(params, run_command, check_mode=False):
     facts = gather(run_command, run_dir=params['run_dir'], state_dir=params['state_dir'],
                    gather_subset=params['gather_subset'],
                    qemu_binary=params['qemu_binary'], monitor_timeout=params['monitor_timeout'],
-                   run_as=params['run_as'],
+                   run_as=params['run_as'], storage_paths=params['storage_paths'],
                    agent_timeout=seconds(params['agent_timeout'], 'agent_timeout', low=0.1, high=MAX_AGENT_TIMEOUT))
     return {'changed': False, 'ansible_facts': {'kvm_node': facts}}

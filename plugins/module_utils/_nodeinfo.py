@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: hvops.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What a node has and what it runs: memory, CPU, hypervisor and instances.
+"""What a node has and what it runs: memory, CPU, hypervisor, instances and
+the free space of its storage.
 
 Facts feed placement decisions, so they are read, never guessed, and reading
 them touches nothing: /proc, the files under run_dir, the QEMU binary's answers
@@ -13,7 +14,8 @@ instance. QMP is needed only to tell running from paused, incoming and
 migrating (no /proc field says whether the vCPUs are stopped); those sessions
 are held only for instances whose QEMU lives, only when the ``instances``
 subset is asked for, and run side by side, so the wait is that of the slowest
-monitor, not the sum of all. Memory facts alone never open a monitor.
+monitor, not the sum of all. Memory facts alone never open a monitor; storage
+facts add a stat and a statvfs per directory (_node_storage).
 
 Problems a node has are returned as plain sentences (like Ganeti's verify),
 so a play can show or assert them.
@@ -30,6 +32,8 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
     KvmError, MissingBinaryError, ProcessError, ValidationError)
 from ansible_collections.hvops.kvm.plugins.module_utils._instance import Instance
 from ansible_collections.hvops.kvm.plugins.module_utils._layout import NAME_PATTERN, NodeLayout
+from ansible_collections.hvops.kvm.plugins.module_utils._node_storage import (
+    check_paths, disk_directories, storage_facts)
 from ansible_collections.hvops.kvm.plugins.module_utils._observe import observe
 from ansible_collections.hvops.kvm.plugins.module_utils._proc import (
     PROC, available_kib, flock_held, held_locks, meminfo, read_text, resident_kib, system_uptime)
@@ -38,7 +42,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._qemu_user import DEFAUL
 from ansible_collections.hvops.kvm.plugins.module_utils._policy import load_policy
 from ansible_collections.hvops.kvm.plugins.module_utils._runtime import load_definition
 
-SUBSETS = ('agent', 'cpu', 'hypervisor', 'instances', 'memory')
+SUBSETS = ('agent', 'cpu', 'hypervisor', 'instances', 'memory', 'storage')
 VIRT_FLAGS = ('svm', 'vmx')
 # At most this many QMP sessions at once (each is one socat process).
 MAX_PARALLEL_MONITORS = 8
@@ -262,6 +266,7 @@ def instance_facts(layout, name, run, uptime, held, monitor_timeout=DEFAULT_TIME
         except KvmError as err:
             record['error'] = err.msg
     spec = (runtime or {}).get('spec') if pid else definition
+    record['_spec'] = spec
     record['_agent'] = bool((spec or {}).get('guest_agent'))
     record['memory_mb'] = _spec_value(spec, 'memory')
     record['vcpus'] = _spec_value(spec, 'vcpus')
@@ -384,10 +389,11 @@ def public(record):
 
 
 def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_timeout=DEFAULT_TIMEOUT,
-           run_as=DEFAULT_RUN_AS, state_dir=None, agent_timeout=AGENT_TIMEOUT):
+           run_as=DEFAULT_RUN_AS, state_dir=None, agent_timeout=AGENT_TIMEOUT, storage_paths=None):
     """The kvm_node facts. ``run(argv) -> (rc, stdout, stderr)`` runs QEMU's
     -version and -machine help; nothing else is run and nothing is written."""
     subsets = resolve_subsets(gather_subset)
+    storage_paths = check_paths(storage_paths)
     layout = NodeLayout(run_dir, state_dir)
     facts = {'run_dir': layout.run_dir, 'state_dir': layout.state_dir, 'gather_subset': subsets}
     problems = []
@@ -399,7 +405,7 @@ def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_time
     if 'hypervisor' in subsets:
         facts['hypervisor'], found = hypervisor_facts(run, qemu_binary, cpu)
         problems += found
-    if 'instances' in subsets or 'memory' in subsets:
+    if 'instances' in subsets or 'memory' in subsets or 'storage' in subsets:
         untrusted = run_dir_problems(layout, lookup(run_as))
         problems += untrusted
         # Nothing in a run_dir another user controls is read, let alone its sockets.
@@ -417,5 +423,8 @@ def gather(run, run_dir=None, gather_subset=None, qemu_binary=None, monitor_time
                 problems.append('the guests running here were given %d MiB in all, more than the'
                                 ' %d MiB this node has' % (memory['committed_mb'], memory['total_mb']))
             facts['memory'] = memory
+        if 'storage' in subsets:
+            facts['storage'] = storage_facts(
+                storage_paths + disk_directories(record.get('_spec') for record in records))
     facts['problems'] = problems
     return facts

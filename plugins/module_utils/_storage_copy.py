@@ -43,6 +43,7 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import (
 from ansible_collections.hvops.kvm.plugins.module_utils._jobs import dismiss, job_info
 from ansible_collections.hvops.kvm.plugins.module_utils._qmp import first_free_port
 from ansible_collections.hvops.kvm.plugins.module_utils._qemu_img import run_qemu_img
+from ansible_collections.hvops.kvm.plugins.module_utils._values import plain_path
 
 STORAGE_MODES = ('shared', 'copy')
 # Names this module gives things in QEMU: jobs and NBD client nodes on the
@@ -101,11 +102,7 @@ def check_storage_map(value):
                               ' directories' % MAX_MAP_ENTRIES)
     checked = {}
     for source, target in value.items():
-        for path in (source, target):
-            if not isinstance(path, str) or not path.startswith('/') or os.path.normpath(path) != path \
-                    or '\0' in path or '\n' in path:
-                raise ValidationError('storage_map: %r is not an absolute, normalised directory path' % (path,))
-        checked[source] = target
+        checked[plain_path(source, 'storage_map')] = plain_path(target, 'storage_map')
     return checked
 
 
@@ -154,6 +151,19 @@ def plan(name, spec, definition, disks, storage_map):
     return _moved(spec, moved), (_moved(definition, moved) if definition else definition), copies
 
 
+def described_copies(name, disks, storage_map):
+    """The copies (as ``plan`` makes them) of a guest known only by what its
+    prepare phase said of its disks (``disks``, untrusted): how a planner off
+    the node (the evacuation plan) sees a copy migration."""
+    if not isinstance(disks, list) or not all(isinstance(disk, dict) for disk in disks):
+        raise ValidationError('disks must be the prepare phase\'s list of the guest\'s disks', instance=name)
+    spec = {'disks': []}
+    for index, disk in enumerate(disks):
+        spec['disks'].append({'path': plain_path(disk.get('path'), 'disks[%d] path' % index),
+                              'format': disk.get('format'), 'readonly': disk.get('readonly') is not False})
+    return plan(name, spec, None, disks, storage_map)[2]
+
+
 def _moved(spec, moved):
     out = dict(spec)
     out['disks'] = [dict(disk, path=moved.get(disk['path'], disk['path'])) if not disk['readonly'] else disk
@@ -187,10 +197,17 @@ def problems(copies, layout, qemu_user=None):
     for directory, size in needed.values():
         info = os.statvfs(directory)
         free = info.f_bavail * info.f_frsize
-        if free < size + SPACE_MARGIN:
+        if free < room_needed(size):
             found.append('the file system of %s has %d MiB free; the copied disks need %d MiB (plus %d MiB)'
                          % (directory, free // MIB, size // MIB, SPACE_MARGIN // MIB))
     return found
+
+
+def room_needed(size):
+    """Bytes a file system must have free to take copied images of ``size``
+    bytes (their virtual sizes) in all: the rule of ``problems``, which the
+    evacuation plan applies to a target's storage facts."""
+    return size + SPACE_MARGIN
 
 
 def create_images(run, copies, qemu_user):

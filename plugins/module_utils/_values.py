@@ -11,6 +11,7 @@ would let a trailing newline through.
 import decimal
 import ipaddress
 import math
+import posixpath
 import re
 
 from ansible_collections.hvops.kvm.plugins.module_utils._errors import ValidationError
@@ -60,6 +61,15 @@ def safe_path(value, what):
         raise ValidationError('%s must be an absolute path of letters, digits and "._+@/-" only'
                               ' (QEMU and socat read other characters as option syntax), got %r'
                               % (what, value))
+    return value
+
+
+def plain_path(value, what):
+    """An absolute, normalised path (no ``.``, ``..``, ``//`` or trailing
+    ``/``) without a NUL or a newline: one that names what it says."""
+    if not isinstance(value, str) or not value.startswith('/') or value.startswith('//') \
+            or posixpath.normpath(value) != value or '\0' in value or '\n' in value:
+        raise ValidationError('%s: %r is not an absolute, normalised path' % (what, value))
     return value
 
 

@@ -6,7 +6,7 @@
 DOCUMENTATION = r'''
 ---
 module: kvm_node_facts
-short_description: Memory, CPU, hypervisor and instance facts of a QEMU/KVM node
+short_description: Memory, CPU, hypervisor, instance and storage facts of a QEMU/KVM node
 version_added: 0.1.0
 description:
   - Gathers what placement decisions need about a node into the C(kvm_node) fact
@@ -18,6 +18,8 @@ description:
     files and its process. A QEMU counts as the instance's only if it holds the lock on
     the instance's pidfile and names that pidfile and the instance on its command line;
     QEMU processes started by anything else are ignored.
+  - The storage part gives, for the directories of O(storage_paths) and those holding the
+    instances' writable disks, the file system each lies on with its free and total bytes.
   - Running, paused, incoming and migrating guests can only be told apart by asking
     QEMU, so one short QMP session is opened per instance whose QEMU is alive, and
     only when the C(instances) subset is gathered. The sessions run side by side.
@@ -43,13 +45,16 @@ options:
   gather_subset:
     description:
       - Which facts to gather, as with M(ansible.builtin.setup).
-      - C(all) gathers everything; C(memory), C(cpu), C(hypervisor) and C(instances)
-        gather one part each.
+      - C(all) gathers everything; C(memory), C(cpu), C(hypervisor), C(instances) and
+        C(storage) gather one part each.
       - A name prefixed with C(!) leaves that part out. A list of exclusions only starts
         from C(all), so V(!instances) gathers everything but the instance list.
       - C(memory) lists no instances but reads their pidfiles and runtime files, to
         report the memory committed to running guests. It opens no monitor.
       - C(hypervisor) runs the QEMU binary twice (C(-version) and C(-machine help)).
+      - C(storage) reads the instances' specs as C(memory) does, then makes a C(stat) and a
+        C(statvfs) call per directory (O(storage_paths) and the directories of the instances'
+        writable disks). It opens no monitor and runs no program, so C(all) includes it.
       - C(agent) (which implies C(instances)) asks the guest agent of every running guest
         started with C(guest_agent) for its host name, OS and addresses, all at once,
         each within O(agent_timeout).
@@ -63,6 +68,16 @@ options:
         agents are asked side by side, so this is about the longest the C(agent) subset adds.
     type: float
     default: 3.0
+  storage_paths:
+    description:
+      - Directories the C(storage) subset reports on, besides those holding the instances'
+        writable disks - where a copy migration would put a guest's images, for example
+        (the role hvops.kvm.evacuate passes the target directories of its storage map).
+      - Each must be an absolute, normalised path (no C(..), C(//) or trailing C(/)), at
+        most 64. One that does not exist is listed in C(storage.missing), not an error.
+    type: list
+    elements: str
+    default: []
   qemu_binary:
     description:
       - QEMU binary to report on, as a name looked up in C(PATH) or an absolute path.
@@ -93,6 +108,11 @@ EXAMPLES = r'''
 - name: Everything but the instance list (opens no QMP monitor)
   hvops.kvm.kvm_node_facts:
     gather_subset: ['!instances']
+
+- name: Free space where copied guest images would go, and where the guests' disks are
+  hvops.kvm.kvm_node_facts:
+    gather_subset: [storage]
+    storage_paths: [/srv/images]
 
 - name: Facts of a node whose state lives elsewhere
   hvops.kvm.kvm_node_facts:
@@ -127,8 +147,8 @@ ansible_facts:
   contains:
     kvm_node:
       description:
-        - The node's facts. The C(memory), C(cpu), C(hypervisor) and C(instances) keys
-          are there only when their subset was gathered.
+        - The node's facts. The C(memory), C(cpu), C(hypervisor), C(instances) and C(storage)
+          keys are there only when their subset was gathered.
       returned: always
       type: dict
       contains:
@@ -147,7 +167,7 @@ ansible_facts:
           returned: always
           type: list
           elements: str
-          sample: [cpu, hypervisor, instances, memory]
+          sample: [cpu, hypervisor, instances, memory, storage]
         problems:
           description:
             - What is wrong with the node, one plain sentence each, with what to do about
@@ -317,6 +337,42 @@ ansible_facts:
                   description: Its path, or null.
                   type: str
                   sample: /usr/bin/socat
+        storage:
+          description:
+            - The file systems of the directories of O(storage_paths) and of those holding the
+              instances' writable disks (of their running spec, else of their definition).
+          returned: when the storage subset is gathered
+          type: dict
+          contains:
+            filesystems:
+              description: One entry per file system (device) holding some of those directories, by first path.
+              type: list
+              elements: dict
+              contains:
+                device:
+                  description: The device id (C(st_dev)) of the file system.
+                  type: int
+                  sample: 2049
+                paths:
+                  description: The directories on it, sorted.
+                  type: list
+                  elements: str
+                  sample: [/srv/images, /var/lib/hvops-kvm/images]
+                free_bytes:
+                  description:
+                    - Bytes an unprivileged writer may still use (C(f_bavail) times C(f_frsize)) - what
+                      the C(accept) phase of a copy migration counts (M(hvops.kvm.kvm_migrate)).
+                  type: int
+                  sample: 107374182400
+                total_bytes:
+                  description: Size of the file system in bytes (C(f_blocks) times C(f_frsize)).
+                  type: int
+                  sample: 536870912000
+            missing:
+              description: The directories that do not exist (or are not directories, or cannot be read), sorted.
+              type: list
+              elements: str
+              sample: [/srv/new-images]
         instances:
           description:
             - Every instance under O(run_dir) (with a stored definition, a runtime file or

@@ -12,10 +12,19 @@ guests of 64, 48 and 32 MiB need 192, 176 and 160 MiB; biggest first, each on
 the target with the most left: 64 -> kvm2 (400), 48 -> kvm3 (360 > 208),
 32 -> kvm2 (208 > 184).
 
+With evacuate_storage copy (local disks), the guest's disk lies in a
+directory of kvm1's and evacuate_storage_map maps it to a directory of the
+targets': the simulated nodes share one file system, and a copy never
+overwrites a file.
+
 Every QEMU a test starts lives under one of the run_dirs and is killed at
 teardown.
 """
+import hashlib
+import json
 import os
+import re
+import shutil
 
 import pytest
 
@@ -23,7 +32,7 @@ from tests.harness import REPO
 from tests.harness.ansible_run import run_playbook
 from tests.harness.fleet import Fleet
 from tests.harness.qemu_procs import qemu_processes_under, serial_lines
-from tests.harness.system import require_binary
+from tests.harness.system import give_to_qemu, reachable_dir, require_binary
 
 EVACUATE_BOOK = os.path.join(REPO, 'playbooks', 'evacuate.yml')
 HOSTS = ('kvm1', 'kvm2', 'kvm3')
@@ -314,3 +323,95 @@ def test_evacuate_parallel_moves_that_many_guests_at_a_time(cluster, guest_image
         parallel, result['elapsed_s'],
         ', '.join('%s %.1f-%.1f' % (name, start - first, end - first) for name, (start, end) in sorted(spans.items())),
         pairs))
+
+
+# -- local disks: evacuate_storage copy -------------------------------------------------------
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def local_dirs():
+    """A directory of kvm1's for the guests' disks and one for the targets' copies."""
+    made = {'node': reachable_dir('hk-src-'), 'targets': reachable_dir('hk-dst-')}
+    yield made
+    for path in made.values():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def local_disk(directory, name, image, size=None):
+    """A copy of the test guest's image in directory, the QEMU user's; with size,
+    a sparse file of that many bytes (the guest still boots from its first MiB)."""
+    path = os.path.join(directory, name + '.img')
+    shutil.copyfile(image, path)
+    if size:
+        os.truncate(path, size)
+    return give_to_qemu(path)
+
+
+def sha256(path):
+    with open(path, 'rb') as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def test_a_guest_with_a_local_disk_is_drained_with_its_disk_copied(cluster, guest_image, local_dirs):
+    source = local_disk(local_dirs['node'], 'vm-local', guest_image('normal'))
+    copied = os.path.join(local_dirs['targets'], 'vm-local.img')
+    digest = sha256(source)
+    cluster.start_guests({'vm-local': (source, 32)})
+    before = ticks(cluster.serial('kvm1', 'vm-local'))
+    drained = cluster.evacuate(evacuate_storage='copy', evacuate_storage_map={local_dirs['node']: local_dirs['targets']},
+                               evacuate_remove_source_disks=True)
+    assert drained.rc == 0, drained
+    result = evacuate_result(drained)
+    assert result['complete'] is True and result['moved'] == ['vm-local']
+    # The targets' storage facts were gathered for the mapped directory, and the plan counted the disk there.
+    gathered = task_result(drained, 'Gather the facts of the targets')['results']
+    for target in gathered:
+        storage = target['ansible_facts']['kvm_node']['storage']
+        assert [entry['paths'] for entry in storage['filesystems']] == [[local_dirs['targets']]], storage
+    plan = result['plan']
+    assert plan['storage'] == 'copy' and plan['moves'][0]['copy_mb'] == 1
+    assert plan['targets']['kvm2']['disks'] == [{'directory': local_dirs['targets'], 'planned_mb': 1,
+                                                 'free_mb': plan['targets']['kvm2']['disks'][0]['free_mb']}]
+    summary = task_result(drained, 'Show the plan')['msg']
+    assert summary[1] == 'vm-local (32 MiB, disks 1 MiB copied) -> kvm2'
+    assert re.fullmatch(r'target kvm2: \d+ MiB free on %s, 1 planned for copied disks' % re.escape(local_dirs['targets']),
+                        summary[3]), summary
+    # The guest runs on kvm2 from the copy, goes on, and kvm2's definition names the copy; the node's
+    # image was removed (evacuate_remove_source_disks), and nothing of the guest is left on kvm1.
+    where = cluster.where()
+    assert where == {'vm-local': ('kvm2', result['guests']['vm-local']['pid'])}
+    [(pid, argv)] = qemu_processes_under(cluster.run_dir('kvm2'))
+    assert any(copied in arg for arg in argv) and not any(source in arg for arg in argv), argv
+    with open(os.path.join(cluster.state_dir('kvm2'), 'guests', 'vm-local.json')) as handle:
+        assert json.load(handle)['disks'][0]['path'] == copied
+    assert sha256(copied) == digest
+    assert not os.path.exists(source) and cluster.files('kvm1') == []
+    after = ticks(cluster.serial('kvm2', 'vm-local'))
+    assert before[-1] < after[0] <= before[-1] + 300 * TICKS_PER_SECOND, (before, after)
+    print('\n' + '\n'.join(result['report']))
+
+
+def test_a_guest_whose_disk_no_target_has_room_for_stays_and_nothing_moves(cluster, guest_image, local_dirs):
+    # 4 TiB of virtual size (a sparse file): no target's file system has room for its copy.
+    source = local_disk(local_dirs['node'], 'vm-huge', guest_image('normal'), size=4 << 40)
+    started = cluster.start_guests({'vm-huge': (source, 32)})
+    snapshots = cluster.snapshots()
+    refused = cluster.evacuate(evacuate_storage='copy', evacuate_storage_map={local_dirs['node']: local_dirs['targets']})
+    assert refused.rc != 0
+    message = task_result(refused, 'Refuse, saying which guests cannot go anywhere')['msg']
+    directory = re.escape(local_dirs['targets'])
+    assert re.fullmatch(
+        r'Not evacuating kvm1: vm-huge fits on no target \(kvm2: not enough disk space \(needs 4194368 MiB on %s of'
+        r' kvm2, (\d+) MiB free\); kvm3: not enough disk space \(needs 4194368 MiB on %s of kvm3, (\d+) MiB'
+        r' free\)\)\. Nothing was migrated\. .*' % (directory, directory), message), message
+    free = os.statvfs(local_dirs['targets'])
+    shown = int(re.search(r'(\d+) MiB free', message).group(1))
+    assert abs(shown - free.f_bavail * free.f_frsize // MIB) < 256, (shown, message)
+    result = evacuate_result(refused)
+    assert result['refused'] is True and result['not_moved'] == ['vm-huge'] and result['moved'] == []
+    assert ran_anywhere(refused, 'Migrate the guest with hvops.kvm.migrate') == []
+    assert stats(refused)['changed'] == 0
+    assert cluster.snapshots() == snapshots and cluster.where() == started
+    assert os.listdir(local_dirs['targets']) == []
+    print('\n' + message)

@@ -147,8 +147,9 @@ def test_an_empty_node_ad_hoc_matches_proc_and_touches_nothing(node):
     kvm_node = facts(node)
     assert not os.path.exists(node.run_dir) and not os.path.exists(node.state_dir), 'facts must not create run_dir or state_dir'
     assert kvm_node['run_dir'] == node.run_dir
-    assert kvm_node['gather_subset'] == ['agent', 'cpu', 'hypervisor', 'instances', 'memory']
+    assert kvm_node['gather_subset'] == ['agent', 'cpu', 'hypervisor', 'instances', 'memory', 'storage']
     assert kvm_node['instances'] == {}
+    assert kvm_node['storage'] == {'filesystems': [], 'missing': []}, 'no instance, no storage_paths'
 
     memory, proc = kvm_node['memory'], meminfo()
     assert memory['total_mb'] == proc['MemTotal'] // 1024
@@ -252,13 +253,51 @@ def test_check_mode_and_gather_subset(node, qemu):
     only_memory = facts(node, gather_subset=['memory'])
     assert sorted(only_memory) == ['gather_subset', 'memory', 'problems', 'run_dir', 'state_dir']
     assert only_memory['memory']['committed_mb'] == 20
-    without = facts(node, gather_subset=['!instances', '!hypervisor'])
+    without = facts(node, gather_subset=['!instances', '!hypervisor', '!storage'])
     assert sorted(without) == ['cpu', 'gather_subset', 'memory', 'problems', 'run_dir', 'state_dir']
     pair = facts(node, gather_subset=['cpu', 'instances'])
     assert sorted(pair) == ['cpu', 'gather_subset', 'instances', 'problems', 'run_dir', 'state_dir']
 
     bad = run_adhoc(node.inventory, MODULE, {'run_dir': node.run_dir, 'gather_subset': ['disks']})
     assert bad.rc != 0 and "unknown gather_subset 'disks'" in bad.result()['msg']
+    assert node.snapshot() == before
+
+
+def statfs(path):
+    """(free bytes for unprivileged writers, total bytes) of path's file system, by coreutils' stat -f."""
+    done = subprocess.run(['stat', '-f', '--format=%a %b %S', path], capture_output=True, text=True, check=True)
+    available, blocks, size = (int(word) for word in done.stdout.split())
+    return available * size, blocks * size
+
+
+def test_storage_facts_cover_the_guests_disks_and_the_paths_asked_for(node, guest_image, tmp_path):
+    """Free and total bytes per file system, as coreutils' stat -f sees them;
+    a directory that does not exist is listed as missing; bad paths are refused."""
+    # Defined, not started: its stored definition names the disk (nothing changes under run_dir meanwhile).
+    start_with_module(node, 'web', memory=32, state='present', image=guest_image('normal'))
+    images = tmp_path / 'images'
+    images.mkdir()
+    missing = str(tmp_path / 'not-there')
+    before = node.snapshot()
+    kvm_node = facts(node, gather_subset=['storage'], storage_paths=[str(images), missing, '/proc'])
+    assert sorted(kvm_node) == ['gather_subset', 'problems', 'run_dir', 'state_dir', 'storage']
+    storage = kvm_node['storage']
+    assert storage['missing'] == [missing]
+    by_path = dict((path, entry) for entry in storage['filesystems'] for path in entry['paths'])
+    # web's disk lies in node.base; /proc is a file system of its own.
+    assert sorted(by_path) == sorted(['/proc', str(images), node.base])
+    assert len(storage['filesystems']) == len(set(os.stat(path).st_dev for path in by_path))
+    for path, entry in by_path.items():
+        assert entry['device'] == os.stat(path).st_dev
+        free, total = statfs(path)
+        assert entry['total_bytes'] == total
+        assert abs(entry['free_bytes'] - free) < 256 << 20, (path, entry, free)
+    assert node.snapshot() == before
+    # In all, too: the disks' directory with no storage_paths.
+    assert [entry['paths'] for entry in facts(node)['storage']['filesystems']] == [[node.base]]
+
+    bad = run_adhoc(node.inventory, MODULE, {'run_dir': node.run_dir, 'storage_paths': ['/srv/../etc']})
+    assert bad.rc != 0 and "storage_paths: '/srv/../etc' is not an absolute, normalised path" in bad.result()['msg']
     assert node.snapshot() == before
 
 

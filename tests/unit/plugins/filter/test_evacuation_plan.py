@@ -58,7 +58,8 @@ def test_biggest_first_each_on_the_target_with_most_memory_left():
     assert [move['need_mb'] for move in plan['moves']] == [192, 176, 160]
     assert plan['complete'] is True and plan['stays'] == [] and plan['left_alone'] == []
     assert plan['targets']['kvm2'] == {'usable': True, 'reason': None, 'capacity_mb': 400,
-                                       'planned_mb': 352, 'left_mb': 48, 'instances': ['a', 'c']}
+                                       'planned_mb': 352, 'left_mb': 48, 'instances': ['a', 'c'], 'disks': []}
+    assert [move['copy_mb'] for move in plan['moves']] == [0, 0, 0] and plan['storage'] == 'shared'
     assert plan['targets']['kvm3']['left_mb'] == 184
     assert plan['batches'] == [['a'], ['b'], ['c']]
     assert plan['node'] == 'kvm1'
@@ -267,3 +268,170 @@ def test_bad_input_is_an_error_naming_it(call, message):
     with pytest.raises(AnsibleFilterError, match='evacuation_plan: .*' + message.replace('(', r'\(')
                        .replace(')', r'\)').replace('[', r'\[').replace(']', r'\]')):
         call()
+
+
+# -- storage: copy --------------------------------------------------------------------------
+GIB = 1024 * 1024 * 1024
+MIB = 1024 * 1024
+
+
+def described(*disks):
+    """A prepare phase's disks: (path, virtual size in MiB[, readonly])."""
+    return [{'index': index, 'path': disk[0], 'format': 'qcow2', 'virtual_size': disk[1] * MIB,
+             'readonly': bool(disk[2:] and disk[2])} for index, disk in enumerate(disks)]
+
+
+def storage(free_mib, paths=('/srv/images',), device=2049, missing=(), more=()):
+    """Storage facts: one file system holding paths with free_mib MiB free (and more: (paths, free, device))."""
+    filesystems = [{'device': device, 'paths': list(paths), 'free_bytes': free_mib * MIB,
+                    'total_bytes': 10 * free_mib * MIB}]
+    for other_paths, other_free, other_device in more:
+        filesystems.append({'device': other_device, 'paths': list(other_paths), 'free_bytes': other_free * MIB,
+                            'total_bytes': 10 * other_free * MIB})
+    return {'filesystems': filesystems, 'missing': list(missing)}
+
+
+def with_storage(facts, storage_facts):
+    return dict(facts, storage=storage_facts)
+
+
+MAP = {'/var/lib/images': '/srv/images'}
+
+
+def copy_plan(guests, targets, disks, requirements=None, **options):
+    options.setdefault('storage_map', MAP)
+    return evacuation_plan(node(**guests), targets, requirements=requirements, storage='copy', disks=disks,
+                           node_name='kvm1', **options)
+
+
+def test_copied_disks_need_room_on_the_mapped_directory_counting_the_guests_placed_before():
+    # 1000 MiB free: a (400 MiB) and b (300) fit with the 64 MiB margin (700 + 64); c (300) does not.
+    guests = dict(a=guest(64), b=guest(48), c=guest(32))
+    disks = dict((name, described(('/var/lib/images/%s.qcow2' % name, size)))
+                 for name, size in (('a', 400), ('b', 300), ('c', 300)))
+    plan = copy_plan(guests, {'kvm2': {'facts': with_storage(host(), storage(1000))}}, disks)
+    assert placement(plan) == {'a': 'kvm2', 'b': 'kvm2'}
+    assert [move['copy_mb'] for move in plan['moves']] == [400, 300]
+    [stay] = plan['stays']
+    assert stay['instance'] == 'c'
+    assert stay['targets'] == {'kvm2': [
+        "not enough disk space (needs 364 MiB on /srv/images of kvm2, 300 MiB left (1000 MiB free, 700 planned"
+        " for other guests' disks))"]}
+    assert plan['targets']['kvm2']['disks'] == [{'directory': '/srv/images', 'free_mb': 1000, 'planned_mb': 700}]
+    assert 'target kvm2: 1000 MiB free on /srv/images, 700 planned for copied disks' in plan['summary']
+    assert 'a (64 MiB, disks 400 MiB copied) -> kvm2' in plan['summary']
+    assert plan['summary'][-1] == ('(each guest counts its memory plus 128 MiB; the copied disks their virtual'
+                                   ' sizes, plus 64 MiB per file system)')
+    # One MiB more and c fits: the rule is free >= planned + its disks + 64 MiB.
+    plan = copy_plan(guests, {'kvm2': {'facts': with_storage(host(), storage(1064))}}, disks)
+    assert placement(plan) == {'a': 'kvm2', 'b': 'kvm2', 'c': 'kvm2'}
+    plan = copy_plan(guests, {'kvm2': {'facts': with_storage(host(), storage(1063))}}, disks)
+    assert 'c' not in placement(plan)
+
+
+def test_a_guest_whose_disks_fit_nowhere_stays_with_the_reason_and_memory_is_not_taken():
+    disks = {'big': described(('/var/lib/images/big.qcow2', 4 * 1024 * 1024)),
+             'small': described(('/var/lib/images/small.qcow2', 100))}
+    targets = {'kvm2': {'facts': with_storage(host(), storage(5000))},
+               'kvm3': {'facts': with_storage(host(), storage(2000))}}
+    plan = copy_plan(dict(big=guest(64), small=guest(32)), targets, disks)
+    assert placement(plan) == {'small': 'kvm2'}
+    [stay] = plan['stays']
+    assert stay['reason'] == (
+        'fits on no target (kvm2: not enough disk space (needs 4194368 MiB on /srv/images of kvm2, 5000 MiB free);'
+        ' kvm3: not enough disk space (needs 4194368 MiB on /srv/images of kvm3, 2000 MiB free))')
+    assert plan['targets']['kvm2']['planned_mb'] == 32 + 128, 'only the small guest is counted'
+
+
+def test_disks_on_two_file_systems_are_counted_apart_and_two_directories_of_one_together():
+    guests = dict(a=guest(32))
+    disks = {'a': described(('/var/lib/images/a.qcow2', 500), ('/var/lib/data/a.raw', 500),
+                            ('/var/lib/images/sub/a2.raw', 100))}
+    storage_map = {'/var/lib/images': '/srv/images', '/var/lib/data': '/srv/data'}
+    # /srv/images and /srv/images/sub share a file system: 600 MiB + 64 there; /srv/data 500 + 64.
+    facts = storage(664, paths=('/srv/images', '/srv/images/sub'), more=[(('/srv/data',), 564, 2050)])
+    plan = copy_plan(guests, {'t': {'facts': with_storage(host(), facts)}}, disks, storage_map=storage_map)
+    assert placement(plan) == {'a': 't'} and plan['moves'][0]['copy_mb'] == 1100
+    assert plan['targets']['t']['disks'] == [{'directory': '/srv/data', 'free_mb': 564, 'planned_mb': 500},
+                                             {'directory': '/srv/images', 'free_mb': 664, 'planned_mb': 600}]
+    facts = storage(663, paths=('/srv/images', '/srv/images/sub'), more=[(('/srv/data',), 564, 2050)])
+    plan = copy_plan(guests, {'t': {'facts': with_storage(host(), facts)}}, disks, storage_map=storage_map)
+    assert plan['stays'][0]['targets'] == {'t': [
+        'not enough disk space (needs 664 MiB on /srv/images of t, 663 MiB free)']}
+
+
+def test_the_image_must_be_new_its_directory_must_exist_and_be_known():
+    guests = dict(vm=guest(32))
+    disks = {'vm': described(('/var/lib/images/vm.qcow2', 10))}
+    cases = {
+        'exists': ({'facts': with_storage(host(), storage(1000)), 'present_files': ['/srv/images/vm.qcow2']},
+                   'disk 0: /srv/images/vm.qcow2 already exists there; a copy migration only writes new images'),
+        'nodir': ({'facts': with_storage(host(), storage(1000, paths=('/other',), missing=['/srv/images']))},
+                  'disk 0: the directory /srv/images does not exist there'),
+        'unknown': ({'facts': with_storage(host(), storage(1000, paths=('/other',)))},
+                    'disk 0: the storage facts do not cover /srv/images (gather them with it in storage_paths)'),
+    }
+    for name, (info, problem) in cases.items():
+        plan = copy_plan(guests, {name: info}, disks)
+        assert plan['stays'][0]['targets'] == {name: [problem]}, name
+    plan = copy_plan(guests, dict((name, info) for name, (info, _problem) in cases.items()), disks)
+    assert plan['moves'] == []
+    good = {'good': {'facts': with_storage(host(allocatable_mb=100), storage(1000))}}
+    plan = copy_plan(guests, dict(good, **dict((name, info) for name, (info, _problem) in cases.items())), disks,
+                     margin_mb=0)
+    assert placement(plan) == {'vm': 'good'}
+
+
+def test_read_only_disks_must_be_on_the_target_and_copied_ones_need_not():
+    guests = dict(vm=guest(32))
+    disks = {'vm': described(('/var/lib/images/vm.qcow2', 10), ('/iso/tools.iso', 1, True))}
+    requirements = {'vm': req(32, files=['/var/lib/images/vm.qcow2', '/iso/tools.iso'])}
+    facts = with_storage(host(), storage(1000))
+    plan = copy_plan(guests, {'t': {'facts': facts, 'missing_files': ['/var/lib/images/vm.qcow2']}}, disks,
+                     requirements)
+    assert placement(plan) == {'vm': 't'}, 'the copied disk is not looked for'
+    assert plan['moves'][0]['copy_mb'] == 10, 'the read-only disk is not copied'
+    plan = copy_plan(guests, {'t': {'facts': facts, 'missing_files': ['/iso/tools.iso']}}, disks, requirements)
+    assert plan['stays'][0]['targets'] == {'t': ['/iso/tools.iso not found']}
+
+
+def test_targets_without_storage_facts_are_not_used_and_guests_without_disks_stay():
+    guests = dict(a=guest(32), b=guest(32), c=guest(32), d=guest(32))
+    disks = {'a': described(('/var/lib/images/a.qcow2', 10)),
+             'c': described(('/iso/c.iso', 1, True)),
+             'd': [{'index': 0, 'path': '/var/lib/images/d.qcow2', 'format': 'qcow2', 'virtual_size': 1000,
+                    'readonly': False}]}
+    plan = copy_plan(guests, {'bare': {'facts': host()}, 't': {'facts': with_storage(host(), storage(1000))}}, disks)
+    assert plan['targets']['bare']['reason'] == ('no storage facts (gather the storage subset, with the target'
+                                                 ' directories in storage_paths)')
+    assert placement(plan) == {'a': 't'}
+    reasons = dict((stay['instance'], stay['reason']) for stay in plan['stays'])
+    assert reasons == {
+        'b': 'its disks were not described (the prepare phase must run with storage: copy)',
+        'c': 'its disks cannot be copied: storage: copy, but the guest has no writable disk to copy',
+        'd': 'its disks cannot be copied: disks[0] virtual_size must be a positive multiple of 512 bytes up to'
+             ' 1125899906842624, got 1000'}
+    # Shared storage needs none of it.
+    assert evacuation_plan(node(**guests), {'bare': {'facts': host()}})['complete'] is True
+
+
+def test_a_disk_under_no_mapped_directory_keeps_its_path():
+    disks = {'vm': described(('/elsewhere/vm.qcow2', 10))}
+    facts = with_storage(host(), storage(1000, paths=('/elsewhere',)))
+    plan = copy_plan(dict(vm=guest(32)), {'t': {'facts': facts}}, disks)
+    assert placement(plan) == {'vm': 't'}
+    assert plan['targets']['t']['disks'] == [{'directory': '/elsewhere', 'free_mb': 1000, 'planned_mb': 10}]
+
+
+@pytest.mark.parametrize('options, message', [
+    ({'storage': 'nfs'}, "storage must be one of shared, copy, not 'nfs'"),
+    ({'storage': 'copy', 'storage_map': {'/a': 'b'}}, "storage_map: 'b' is not an absolute"),
+    ({'storage': 'copy', 'storage_map': ['/a']}, 'storage_map must be a dictionary'),
+    ({'storage': 'copy', 'disks': []}, 'disks must be a dictionary'),
+    ({'storage': 'copy'}, "storage free_bytes of t must be an integer"),
+])
+def test_bad_storage_options_are_an_error_naming_them(options, message):
+    facts = with_storage(host(), {'filesystems': [{'device': 1, 'paths': ['/srv'], 'free_bytes': 'lots'}]})
+    with pytest.raises(AnsibleFilterError, match='evacuation_plan: .*' + message.replace('(', r'\(')
+                       .replace(')', r'\)').replace('[', r'\[').replace(']', r'\]')):
+        evacuation_plan(node(vm=guest(32)), {'t': {'facts': facts}}, **options)

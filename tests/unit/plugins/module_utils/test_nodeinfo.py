@@ -17,15 +17,16 @@ def fixture(name):
 
 # -- gather_subset ---------------------------------------------------------------
 @pytest.mark.parametrize('requested, wanted', [
-    (None, ['agent', 'cpu', 'hypervisor', 'instances', 'memory']),
-    ([], ['agent', 'cpu', 'hypervisor', 'instances', 'memory']),
-    (['all'], ['agent', 'cpu', 'hypervisor', 'instances', 'memory']),
+    (None, ['agent', 'cpu', 'hypervisor', 'instances', 'memory', 'storage']),
+    ([], ['agent', 'cpu', 'hypervisor', 'instances', 'memory', 'storage']),
+    (['all'], ['agent', 'cpu', 'hypervisor', 'instances', 'memory', 'storage']),
     (['agent'], ['agent', 'instances']),
-    (['all', '!agent'], ['cpu', 'hypervisor', 'instances', 'memory']),
+    (['all', '!agent'], ['cpu', 'hypervisor', 'instances', 'memory', 'storage']),
     (['memory'], ['memory']),
     (['memory', 'instances', 'memory'], ['instances', 'memory']),
-    (['!instances'], ['cpu', 'hypervisor', 'memory']),
-    (['all', '!instances', '!hypervisor'], ['cpu', 'memory']),
+    (['!instances'], ['cpu', 'hypervisor', 'memory', 'storage']),
+    (['all', '!instances', '!hypervisor'], ['cpu', 'memory', 'storage']),
+    (['storage'], ['storage']),
     (['memory', '!memory'], []),
     (['!all'], []),
     ([' cpu '], ['cpu']),

@@ -88,6 +88,32 @@ def test_a_guest_without_writable_disks_has_nothing_to_copy():
         copy.plan('vm1', spec, None, [DISKS[1]], {})
 
 
+def test_described_copies_are_the_plans_from_the_description_alone():
+    assert copy.described_copies('vm1', DISKS, {'/srv/a': '/data/b'}) == \
+        copy.plan('vm1', SPEC, None, DISKS, {'/srv/a': '/data/b'})[2]
+    # A disk without readonly counts as read-only: it is not copied.
+    disks = [dict(DISKS[0]), dict(DISKS[2], index=1)]
+    del disks[0]['readonly']
+    assert [c['source_path'] for c in copy.described_copies('vm1', disks, {})] == ['/srv/a/sub/data.raw']
+
+
+@pytest.mark.parametrize('disks, words', [
+    (None, 'list of the guest'), ({'0': DISKS[0]}, 'list of the guest'), ([DISKS[0], 'x'], 'list of the guest'),
+    (tampered(0, path='relative.qcow2'), 'normalised path'), (tampered(0, path=None), 'normalised path'),
+    (tampered(0, path='/srv/a/../../etc/shadow'), 'normalised path'),
+    (tampered(0, virtual_size=1000), 'multiple of 512'),
+    ([DISKS[1]], 'no writable disk'),
+])
+def test_described_copies_refuse_a_bad_description(disks, words):
+    with pytest.raises(ValidationError, match=words):
+        copy.described_copies('vm1', disks, {})
+
+
+def test_room_needed_is_the_virtual_sizes_plus_the_margin():
+    assert copy.room_needed(0) == copy.SPACE_MARGIN == 64 * MIB
+    assert copy.room_needed(10 * MIB) == 74 * MIB
+
+
 def test_problems_a_target_finds(tmp_path):
     layout = NodeLayout(str(tmp_path / 'run'), str(tmp_path / 'state'))
     (tmp_path / 'images').mkdir()
