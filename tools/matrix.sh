@@ -66,7 +66,8 @@ for line in "${lines[@]}"; do
     timed "ansible-core $line units" "$venv/bin/python" -m pytest -q tests/unit
     case " ${integration[*]} " in
         *" $line "*)
-            timed "ansible-core $line integration" "$venv/bin/python" -m pytest -q "${subset[@]}" ;;
+            timed "ansible-core $line integration" "$venv/bin/python" -m pytest -q -n 2 --dist loadgroup \
+                "${subset[@]}" ;;
     esac
 done
 

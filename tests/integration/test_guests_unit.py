@@ -74,8 +74,7 @@ def test_the_unit_starts_guests_at_boot_and_powers_them_off_at_shutdown(guest_im
         text = handle.read()
     assert '--state-dir %s' % state_dir in text and '--timeout %d' % SHUTDOWN_TIMEOUT in text, text
     assert os.readlink(os.path.join(base, 'systemd', 'multi-user.target.wants', 'hvops-kvm-guests.service')) == unit
-    assert os.path.exists(os.path.join(base, 'lib', 'ansible_collections', 'hvops', 'kvm', 'plugins',
-                                       'module_utils', '_node_service.py'))
+    assert os.path.isfile(os.path.join(base, 'lib', 'hvops-kvm-node-library.zip'))
 
     # The guests, defined from this machine into the state_dir the container uses.
     for name, variant, policy in (('second', 'normal', {'autostart': True, 'autostart_order': 2}),

@@ -11,6 +11,8 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
+import zipfile
 
 import pytest
 
@@ -18,8 +20,9 @@ from tests.harness import REPO
 from tests.harness.ansible_run import run_playbook, write_local_inventory
 
 # The hvops-kvm-guests unit is installed where a test asks for it (the first
-# one and test_guests_unit.py): its library copy is the slowest part of a run.
-HOST_VARS = {'kvm_node_apt_update_cache': False, 'kvm_node_guests_service': False}
+# one and test_guests_unit.py), and the TLS credentials where a test is about
+# them (they are a third of a run's tasks).
+HOST_VARS = {'kvm_node_apt_update_cache': False, 'kvm_node_guests_service': False, 'kvm_node_tls': False}
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -77,10 +80,10 @@ def changed_tasks(result):
 
 def test_second_run_changes_nothing_and_check_mode_touches_nothing(play, tmp_path):
     # Without TLS, which has its own tests below, the directories and the unit are all that changes.
-    inventory, book = play(kvm_node_tls=False, kvm_node_guests_service=True)
+    inventory, book = play(kvm_node_guests_service=True)
     run_dir = str(tmp_path / 'run')
     changes = ['Create the runtime directory', 'Create the persistent state directory (definitions, policies, reports)',
-               'Create the directories of the node library and of the unit', 'Copy the node library the unit runs',
+               'Create the directories of the node library and of the unit', 'Install the node library on the node',
                'Stamp the digest of the node library', 'Install the hvops-kvm-guests unit',
                'Create the wants directory of multi-user.target where systemd does not run',
                'Enable the unit where systemd does not run']
@@ -104,9 +107,18 @@ def test_second_run_changes_nothing_and_check_mode_touches_nothing(play, tmp_pat
     assert 'ExecStart=/usr/bin/python3 -m ansible_collections.hvops.kvm.plugins.module_utils._node_service boot' in text
     assert '--state-dir %s' % (tmp_path / 'state') in text and 'WantedBy=multi-user.target' in text
     assert os.readlink(str(tmp_path / 'systemd' / 'multi-user.target.wants' / 'hvops-kvm-guests.service')) == unit
-    library = tmp_path / 'lib' / 'ansible_collections' / 'hvops' / 'kvm' / 'plugins' / 'module_utils'
-    assert sorted(os.listdir(str(library))) == sorted(
-        name for name in os.listdir(os.path.join(REPO, 'plugins', 'module_utils')) if name.endswith('.py'))
+    library = str(tmp_path / 'lib' / 'hvops-kvm-node-library.zip')
+    assert 'Environment=PYTHONPATH=%s\n' % library in text
+    with zipfile.ZipFile(library) as packed:
+        assert [name for name in packed.namelist() if name.endswith('.py')] == sorted(
+            'ansible_collections/hvops/kvm/plugins/module_utils/' + name
+            for name in os.listdir(os.path.join(REPO, 'plugins', 'module_utils')) if name.endswith('.py'))
+    assert os.stat(library).st_mode & 0o777 == 0o644
+    # The unit's command runs from the zip alone, with no collection on the path.
+    ran = subprocess.run([sys.executable, '-m', 'ansible_collections.hvops.kvm.plugins.module_utils._node_service',
+                          '--help'], env={'PYTHONPATH': library, 'PATH': os.environ['PATH']}, cwd=str(tmp_path),
+                         capture_output=True, text=True, check=False)
+    assert ran.returncode == 0 and 'usage: hvops-kvm-guests' in ran.stdout, ran.stdout + ran.stderr
     assert task(first, "Create the user guests' QEMU runs as")['changed'] is False, 'make setup made it'
     facts = task(first, "Gather the node's KVM facts")['ansible_facts']['kvm_node']
     assert facts['run_dir'] == run_dir and facts['instances'] == {}
@@ -133,7 +145,7 @@ def test_a_loose_runtime_directory_is_tightened(play, tmp_path):
 
 
 def test_a_missing_bridge_fails_clearly(play, tmp_path):
-    inventory, book = play(kvm_node_bridges=['hvk-nobr0', 'hvk-nobr1'], kvm_node_tls=False)
+    inventory, book = play(kvm_node_bridges=['hvk-nobr0', 'hvk-nobr1'])
     result = run_playbook(inventory, book)
     assert result.rc != 0
     failed = task(result, 'Check that the bridges for guests exist')
@@ -192,7 +204,7 @@ def throwaway_user():
 
 
 def test_the_qemu_user_is_created_as_a_system_user_without_a_login(play, throwaway_user, tmp_path):
-    inventory, book = play(kvm_node_qemu_user=throwaway_user)
+    inventory, book = play(kvm_node_qemu_user=throwaway_user, kvm_node_tls=True)
     predicted = run_playbook(inventory, book, check=True)
     assert predicted.rc == 0, predicted
     assert task(predicted, "Create the user guests' QEMU runs as")['changed'] is True
@@ -213,7 +225,7 @@ def test_the_qemu_user_is_created_as_a_system_user_without_a_login(play, throwaw
 # TLS credentials for live migration (tasks/tls.yml).
 
 TLS_FILES = ('ca-cert.pem', 'server-cert.pem', 'client-cert.pem', 'server-key.pem', 'client-key.pem')
-MIGRATION_ADDRESS = {'kvm_migration_address': '127.0.0.1'}
+TLS_VARS = {'kvm_node_tls': True, 'kvm_migration_address': '127.0.0.1'}
 
 
 def openssl(*args):
@@ -280,7 +292,7 @@ def tls(tmp_path):
 
 def test_tls_credentials_are_made_checked_and_kept(play, tls):
     tls_dir, ca_dir = tls
-    inventory, book = play(**MIGRATION_ADDRESS)
+    inventory, book = play(**TLS_VARS)
 
     predicted = run_playbook(inventory, book, check=True)
     assert predicted.rc == 0, predicted
@@ -348,7 +360,7 @@ def test_tls_credentials_are_made_checked_and_kept(play, tls):
 
 def test_a_certificate_that_expires_soon_is_replaced_and_the_key_kept(play, tls, tmp_path):
     tls_dir, ca_dir = tls
-    inventory, book = play(**MIGRATION_ADDRESS)
+    inventory, book = play(**TLS_VARS)
     first = run_playbook(inventory, book)
     assert first.rc == 0, first
     before = tls_contents(tls_dir)
@@ -403,7 +415,7 @@ def make_operator_ca(directory):
 def test_an_operator_ca_is_used_and_a_change_of_ca_signs_again(play, tls, tmp_path):
     tls_dir, ca_dir = tls
     cert, key = make_operator_ca(tmp_path / 'operator')
-    inventory, book = play(kvm_node_tls_ca_cert=str(cert), kvm_node_tls_ca_key=str(key), **MIGRATION_ADDRESS)
+    inventory, book = play(kvm_node_tls_ca_cert=str(cert), kvm_node_tls_ca_key=str(key), **TLS_VARS)
     given = run_playbook(inventory, book)
     assert given.rc == 0, given
     assert not os.path.exists(str(ca_dir)), 'the role made a CA of its own'
@@ -418,7 +430,7 @@ def test_an_operator_ca_is_used_and_a_change_of_ca_signs_again(play, tls, tmp_pa
     before = tls_contents(tls_dir)
 
     # Back to the role's own CA: the node certificate no longer matches and is signed again.
-    inventory, book = play(**MIGRATION_ADDRESS)
+    inventory, book = play(**TLS_VARS)
     own = run_playbook(inventory, book)
     assert own.rc == 0, own
     after = tls_contents(tls_dir)
@@ -433,7 +445,7 @@ def test_an_operator_ca_is_used_and_a_change_of_ca_signs_again(play, tls, tmp_pa
 def test_half_an_operator_ca_is_refused(play, tls, tmp_path):
     tls_dir, _ca_dir = tls
     cert, _key = make_operator_ca(tmp_path / 'operator')
-    inventory, book = play(kvm_node_tls_ca_cert=str(cert))
+    inventory, book = play(kvm_node_tls_ca_cert=str(cert), kvm_node_tls=True)
     refused = run_playbook(inventory, book)
     assert refused.rc != 0
     assert 'Give both kvm_node_tls_ca_cert and kvm_node_tls_ca_key' in task(refused, 'Check the TLS CA variables')['msg']
