@@ -9,7 +9,8 @@ import os
 import sys
 import time
 
-NAMES = ('monitor', 'instance_start', 'node_facts', 'inventory', 'migration', 'migration_tls', 'maintain')
+NAMES = ('monitor', 'instance_start', 'node_facts', 'inventory', 'migration', 'migration_tls', 'storage_migration',
+         'maintain')
 
 
 def main(argv=None):

@@ -157,16 +157,16 @@ class Lab:
     def instance(self, host):
         return Instance(self.layout(host), GUEST, common.run)
 
-    def start(self, host, memory, random=True, variant='normal', dirty_mib=64):
+    def start(self, host, memory, random=True, variant='normal', dirty_mib=64, disks=None):
         """Start the guest on host through kvm_instance's library; random RAM
-        by default."""
+        by default; ``disks`` instead of the test guest image alone."""
         extra = []
         if random:
             extra = ['-object', 'memory-backend-ram,id=ram0,size=%dM' % memory, '-machine', 'memory-backend=ram0']
         params = {'name': GUEST, 'run_dir': self.run_dirs[host], 'state_dir': self.run_dirs[host] + '-state',
                   'state': 'started', 'memory': memory,
                   'accel': 'tcg', 'machine': 'pc', 'serial_console': True, 'extra_args': extra,
-                  'disks': [{'path': self.disk(variant, dirty_mib), 'interface': 'ide'}],
+                  'disks': disks or [{'path': self.disk(variant, dirty_mib), 'interface': 'ide'}],
                   'monitor_timeout': 10.0, 'lock_timeout': 60, 'stop_mode': 'kill', 'force': True,
                   'shutdown_timeout': 5}
         if random:

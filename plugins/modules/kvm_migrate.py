@@ -295,11 +295,12 @@ options:
         new images of the same format and size where O(storage_map) puts them, and exports
         them writable from the paused incoming QEMU's NBD server on a port of
         O(migration_ports) (under TLS with O(tls)); C(migrate) mirrors every disk to them
-        (C(blockdev-mirror), sync full), waits until all are in step, migrates the RAM
-        with the C(pause-before-switchover) capability, and finishes the mirror jobs
-        while the guest is stopped before the switch-over, so that every block written
-        on the source is on the target before the target gets the guest's device state;
-        C(finalize) stops the NBD server before the guest resumes on the target.
+        (C(blockdev-mirror), sync full, a 64 MiB buffer per disk), waits until all are in
+        step, migrates the RAM with the C(pause-before-switchover) capability, and
+        finishes the mirror jobs while the guest is stopped before the switch-over, so
+        that every block written on the source is on the target before the target gets
+        the guest's device state; C(finalize) stops the NBD server before the guest
+        resumes on the target.
       - Any failure rolls back. The jobs are cancelled, and the guest runs on the
         source with its own disks, which a copy migration only reads. C(finalize) with
         O(success=false) removes the images C(accept) made, and only those.

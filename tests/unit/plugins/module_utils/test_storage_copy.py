@@ -158,6 +158,14 @@ def test_check_nbd_refuses_anything_else(nbd):
         copy.check_nbd('vm1', nbd, SPEC_NBD)
 
 
+def test_mirror_arguments_copy_in_full_with_a_64_mib_buffer_and_the_bandwidth_cap():
+    assert copy.mirror_arguments(2, 'hvops-mirror-2', 'hvops-nbd-2') == {
+        'job-id': 'hvops-mirror-2', 'device': 'disk2', 'target': 'hvops-nbd-2', 'sync': 'full',
+        'auto-dismiss': False, 'buf-size': 64 * MIB}
+    capped = copy.mirror_arguments(0, 'hvops-mirror-0', 'hvops-nbd-0', bandwidth_mib=4)
+    assert capped['speed'] == 4 * MIB and capped['buf-size'] == 64 * MIB
+
+
 def test_created_reads_only_absolute_paths_from_a_runtime():
     runtime = {'migration': {'storage': {'created': ['/data/b/x.raw', 'rel.raw', 7]}}}
     assert copy.created(runtime) == ['/data/b/x.raw']
