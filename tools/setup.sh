@@ -59,6 +59,13 @@ make_venv() {
     stamp=$venv/.requirements.sha256
     want=$(sha256sum "$requirements" | cut -d' ' -f1)
     if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        # A link (a git worktree sharing another checkout's venv) is not ours
+        # to clear: that checkout may be on other requirements.
+        if [ -L "$venv" ]; then
+            echo "setup: $venv links to $(readlink -f "$venv"), which was not made from this $requirements;" \
+                "update it where it lives, or remove the link" >&2
+            exit 1
+        fi
         echo "setup: creating $venv from $requirements"
         rm -f "$stamp"
         "$python" -m venv --clear "$venv"
