@@ -23,6 +23,13 @@ How socat is run, and why:
 A ``-qmp`` socket serves one client at a time. A second client's connect
 succeeds, but QEMU sends it no greeting until the first client leaves; a
 missing greeting is therefore reported as a busy monitor.
+
+Events can come before the greeting. Seen on QEMU 7.2: a QEMU continued
+after SIGSTOP, a client having given up on it meanwhile, accepted the next
+connection and sent it the MIGRATION event of the migration that had just
+failed, then the greeting (the monitor still counted the old client's
+negotiation). Such events were meant for an earlier client and are dropped;
+at most MAX_EARLY_EVENTS of them, then the answer is not QMP.
 """
 
 import collections
@@ -45,6 +52,8 @@ DEFAULT_TIMEOUT = 10.0
 # What QEMU says when a port it is to listen on is taken.
 BUSY_PORT = 'Address already in use'
 STDERR_LIMIT = 4096
+# Events before the greeting (see above) that are skipped at the most.
+MAX_EARLY_EVENTS = 64
 SOCAT_LOG_PREFIX = re.compile(r'^.*?socat\[\d+\] [A-Z] ', re.MULTILINE)
 BUSY_HINT = ('monitor busy: a -qmp socket serves one client at a time; '
              'another client may be connected')
@@ -153,7 +162,13 @@ class QmpSession:
         self._poll.register(self._proc.stderr.fileno(), select.POLLIN)
         self._closed_why = None
         try:
-            greeting = self._next_message(time.monotonic() + self.timeout, 'its greeting')
+            deadline = time.monotonic() + self.timeout
+            greeting = self._next_message(deadline, 'its greeting')
+            early = 0
+            while isinstance(greeting, dict) and 'event' in greeting and 'QMP' not in greeting \
+                    and early < MAX_EARLY_EVENTS:
+                early += 1
+                greeting = self._next_message(deadline, 'its greeting')
             if greeting is None:
                 raise self._error(MonitorTimeout, 'no greeting from QMP socket %s within %gs: %s'
                                   % (self.socket_path, self.timeout, BUSY_HINT))

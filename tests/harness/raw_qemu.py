@@ -79,6 +79,12 @@ class QmpClient:
         self._sock.settimeout(timeout)
         self._file = self._sock.makefile('rb')
         greeting = self._message()
+        # Events meant for an earlier client can come first (a QEMU continued
+        # after SIGSTOP; plugins/module_utils/_qmp.py says more).
+        for _early in range(64):
+            if 'event' not in greeting or 'QMP' in greeting:
+                break
+            greeting = self._message()
         if 'QMP' not in greeting:
             raise AssertionError('not a QMP greeting: %r' % greeting)
         self.execute('qmp_capabilities')

@@ -30,6 +30,8 @@ class FakeQmp:
 
     def __init__(self, path):
         self.requests = []
+        # Sent before the greeting (a continued QEMU's leftovers for an earlier client).
+        self.early = []
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(1)
@@ -56,6 +58,8 @@ class FakeQmp:
         def send(message):
             conn.sendall(message if isinstance(message, bytes) else json.dumps(message).encode() + b'\r\n')
 
+        for message in self.early:
+            send(message)
         send(GREETING)
         for line in conn.makefile('rb'):
             request = json.loads(line)
@@ -141,6 +145,19 @@ def test_open_reads_greeting_and_negotiates(server):
         assert session.greeting['capabilities'] == ['oob']
         assert isinstance(session.pid, int)
         assert server.requests[0]['execute'] == 'qmp_capabilities'
+
+
+def test_events_before_the_greeting_were_for_an_earlier_client_and_are_dropped(server):
+    server.early = [event('MIGRATION', status='failed'), event('RESUME')]
+    with QmpSession(server.path) as session:
+        assert session.version == (7, 2, 22) and session.events == []
+        assert session.execute('echo', {'a': 1}) == {'a': 1}
+    server.early = [event('MIGRATION', n=number) for number in range(65)]
+    with pytest.raises(MonitorError, match='instead of a greeting'):
+        QmpSession(server.path).open()
+    server.early = [{'return': {}}]
+    with pytest.raises(MonitorError, match='instead of a greeting'):
+        QmpSession(server.path).open()
 
 
 def test_execute_returns_the_return_value_with_unique_ids(server):
