@@ -204,10 +204,9 @@ from ansible_collections.hvops.kvm.plugins.module_utils._errors import Validatio
 from ansible_collections.hvops.kvm.plugins.module_utils._migration_checks import MEMORY_MARGIN_MB, target_problems
 from ansible_collections.hvops.kvm.plugins.module_utils._states import IDLE
 from ansible_collections.hvops.kvm.plugins.module_utils._storage_copy import (
-    STORAGE_MODES, check_storage_map, described_copies, room_needed)
+    MIB, STORAGE_MODES, check_storage_map, described_copies, room_needed)
 
 MOVABLE = 'running'
-MIB = 1024 * 1024
 STATE_REASONS = {
     'paused': 'is paused; only running guests are migrated (resume it, or stop it)',
     'incoming': 'is the target of an unfinished migration; run recover (playbooks/recover.yml) first',
